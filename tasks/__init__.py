@@ -1,0 +1,6 @@
+"""Built-in task environments, one small file each; importing this package registers them.
+
+rlenv imports it lazily, the first time the registry is read (``rlenv.make``, ``rlenv.envs``).
+"""
+
+from . import arithmetic  # noqa: F401  (registers arithmetic-v0)

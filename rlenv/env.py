@@ -1,0 +1,195 @@
+"""Concrete envs over a task source and a rubric: :class:`SingleTurnEnv` and :class:`MultiTurnEnv`.
+
+A single-turn env shows the model one prompt and scores its one completion::
+
+    import rlenv
+    from verifiers.rubric import Rubric
+
+    def exact(completion, task):
+        return float(completion.strip() == task.answer)
+
+    env = rlenv.SingleTurnEnv([rlenv.Task("2+2=?", "4")], Rubric([exact]), system_prompt="Be brief.")
+    obs, info = env.reset(seed=0)            # [{"role": "system", ...}, {"role": "user", ...}]
+    obs, reward, terminated, truncated, info = env.step("4")   # reward 1.0, info["scores"]
+
+A multi-turn env overrides :meth:`MultiTurnEnv.env_response` to answer each turn (execution
+feedback, a tool result) until it says the episode is done or ``max_turns`` truncates it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from verifiers.rubric import Rubric
+
+from .core import Env, Task
+from .sources import TaskSource, as_source, to_task
+
+__all__ = ["SingleTurnEnv", "TaskEnv", "MultiTurnEnv", "format_prompt", "render_chat"]
+
+
+def _few_shot_messages(example: Any) -> list:
+    """One few-shot example as a user/assistant pair. Accepts ``(question, answer)``, a dict with
+    ``prompt``/``completion``, or a :class:`Task` whose ``info["target"]`` is the ideal completion."""
+    if isinstance(example, Task):
+        target = example.info.get("target", example.answer)
+        return example.messages() + [{"role": "assistant", "content": str(target)}]
+    if isinstance(example, dict):
+        if "prompt" not in example or "completion" not in example:
+            raise ValueError(f"a few-shot dict needs 'prompt' and 'completion' keys, got {sorted(example)}")
+        return to_task({"prompt": example["prompt"]}).messages() + [
+            {"role": "assistant", "content": str(example["completion"])}]
+    if isinstance(example, (list, tuple)) and len(example) == 2:
+        return [{"role": "user", "content": str(example[0])}, {"role": "assistant", "content": str(example[1])}]
+    raise TypeError(f"cannot read a few-shot example from {type(example).__name__}: use (question, answer), "
+                    f"{{'prompt': ..., 'completion': ...}} or a Task with info['target']")
+
+
+def format_prompt(task: Task, system_prompt: Optional[str] = None, few_shot: Sequence[Any] = ()) -> list:
+    """The chat messages the model sees: system prompt, few-shot pairs, then the task's prompt.
+
+    A system message already in the task's own prompt wins over ``system_prompt``.
+    """
+    msgs = task.messages()
+    head = []
+    own_system = bool(msgs) and msgs[0].get("role") == "system"
+    if own_system:
+        head, msgs = [msgs[0]], msgs[1:]
+    elif system_prompt:
+        head = [{"role": "system", "content": system_prompt}]
+    for ex in few_shot or ():
+        head += _few_shot_messages(ex)
+    return head + msgs
+
+
+def render_chat(messages: Sequence[dict], tokenizer: Any, add_generation_prompt: bool = True) -> str:
+    """Render chat messages to the prompt string with the tokenizer's chat template (transformers)."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("this tokenizer has no chat_template; set tokenizer.chat_template or pass "
+                         "token ids / plain text prompts instead")
+    return tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
+
+
+class SingleTurnEnv(Env):
+    """One prompt, one completion, one score.
+
+    Args:
+        tasks: a task source — a list of tasks, a ``datasets.Dataset``, a generator function
+            ``(rng) -> Task`` or an :class:`rlenv.sources.TaskSource`.
+        rubric: a :class:`verifiers.rubric.Rubric`, or a list of verifiers (``fn(completion, task)``
+            or ``(fn, weight)`` pairs) to wrap in one.
+        system_prompt: prepended as a system message.
+        few_shot: example pairs shown before the task (see :func:`format_prompt`).
+
+    ``reset(seed=s)`` reseeds the draw, so the same seed gives the same task; ``options={"task":
+    Task}`` or ``{"task_index": i}`` pins the task (how the G samples of a group share a prompt).
+    ``step`` returns ``info`` with ``scores`` (each component's reward), ``failed``, ``correct`` and
+    ``task``.
+    """
+
+    max_turns = 1
+
+    def __init__(self, tasks: Any, rubric: Any, *, system_prompt: Optional[str] = None,
+                 few_shot: Sequence[Any] = (), max_turns: Optional[int] = None):
+        self.source: TaskSource = as_source(tasks)
+        self.rubric = rubric if isinstance(rubric, Rubric) else Rubric(list(rubric))
+        self.system_prompt = system_prompt
+        self.few_shot = list(few_shot or ())
+        if max_turns is not None:
+            if max_turns < 1:
+                raise ValueError(f"max_turns must be ≥ 1, got {max_turns}")
+            self.max_turns = max_turns
+        self.task: Optional[Task] = None
+        self.task_index: Optional[int] = None
+        self.history: list = []
+        self.turn = 0
+        self._done = True
+
+    # -- episode start -------------------------------------------------------------------------
+    def _draw_task(self, options: Optional[dict]) -> tuple[Optional[int], Task]:
+        options = options or {}
+        unknown = set(options) - {"task", "task_index"}
+        if unknown:
+            raise ValueError(f"reset(options=...) got unknown keys {sorted(unknown)}; "
+                             f"use {{'task': Task}} or {{'task_index': int}}")
+        if "task" in options:
+            return None, to_task(options["task"])
+        if "task_index" in options:
+            i = options["task_index"]
+            return i, self.source[i]
+        n = self.source.size()
+        i = int(self.np_random.integers(n if n is not None else 2**31))
+        return i, self.source[i]
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[list, dict]:
+        """Draw (or pin) a task and return ``(messages, info)``; ``info`` holds ``task`` and
+        ``task_index``."""
+        super().reset(seed=seed)
+        self.task_index, self.task = self._draw_task(options)
+        self.history = format_prompt(self.task, self.system_prompt, self.few_shot)
+        self.turn = 0
+        self._done = False
+        return [dict(m) for m in self.history], {"task": self.task, "task_index": self.task_index}
+
+    # -- one turn ------------------------------------------------------------------------------
+    def _check_can_step(self, action: Any) -> None:
+        if self._done:
+            raise RuntimeError(f"{type(self).__name__}.step() called on a finished episode; call reset() first")
+        if not isinstance(action, str):
+            raise TypeError(f"step() takes the completion text (str), got {type(action).__name__}")
+
+    def _score(self, completion: Any) -> tuple[float, dict]:
+        result = self.rubric.score(completion, self.task)
+        info = {"scores": dict(result.components), "failed": bool(result.failed),
+                "correct": result.correct, "task": self.task, "task_index": self.task_index,
+                "verdicts": dict(result.verdicts), "details": dict(result.details)}
+        return float(result.reward), info
+
+    def step(self, action: str) -> tuple[list, float, bool, bool, dict]:
+        """Score the completion; the episode always ends here."""
+        self._check_can_step(action)
+        self.history.append({"role": "assistant", "content": action})
+        self.turn += 1
+        self._done = True
+        reward, info = self._score(action)
+        return [], reward, True, False, info
+
+
+#: the name used in the issue and the docs; the same class
+TaskEnv = SingleTurnEnv
+
+
+class MultiTurnEnv(SingleTurnEnv):
+    """An env that replies to each turn until it is done or ``max_turns`` truncates the episode.
+
+    Subclasses implement :meth:`env_response`. The rubric scores the whole assistant side of the
+    conversation when the episode ends (verifiers see the last assistant message by default);
+    intermediate turns give reward 0.
+    """
+
+    max_turns = 4
+
+    def env_response(self, messages: list, task: Task) -> tuple[Any, bool]:
+        """Reply to the model's last turn. ``messages`` is the conversation so far (its last entry
+        is the model's message). Returns ``(reply, done)``: ``reply`` is a string (sent as a user
+        message) or a list of chat messages; ``done=True`` ends the episode (the reply is then
+        ignored)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement env_response(messages, task)")
+
+    def step(self, action: str) -> tuple[list, float, bool, bool, dict]:
+        """Record the model's turn, ask :meth:`env_response` for a reply, score when the episode ends."""
+        self._check_can_step(action)
+        self.history.append({"role": "assistant", "content": action})
+        self.turn += 1
+        reply, done = self.env_response([dict(m) for m in self.history], self.task)
+        truncated = not done and self.turn >= self.max_turns
+        if done or truncated:
+            self._done = True
+            transcript = [m for m in self.history if m.get("role") == "assistant"]
+            reward, info = self._score(transcript)
+            info["turns"] = self.turn
+            return [], reward, bool(done), truncated, info
+        msgs = [{"role": "user", "content": reply}] if isinstance(reply, str) else [dict(m) for m in reply]
+        self.history.extend(msgs)
+        return msgs, 0.0, False, False, {"turns": self.turn, "task": self.task, "task_index": self.task_index}

@@ -1,0 +1,93 @@
+"""``arithmetic-v0``: two-number arithmetic problems, answered as ``<a>46</a>``.
+
+The first built-in procedural env, small enough for a tiny model on a CPU to learn. One file holds
+the config, the generator, the verifiers and the registration (the reasoning-gym layout).
+
+    env = rlenv.make("arithmetic-v0", digits=2, operators="+-*", difficulty=1)
+    obs, info = env.reset(seed=0)   # "What is 37 + 9?"
+    env.step("<a>46</a>")           # reward 1.0 when 46 is right
+
+Each task carries ``info["target"]``, the ideal completion (``"<a>46</a>"``) for SFT warm-starts.
+Rewards: ``correct`` (1 when the tagged integer equals the result) and a weight-0 ``format`` metric
+(the completion is exactly one ``<a>…</a>``), logged but not rewarded.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import rlenv
+from rlenv.env import SingleTurnEnv
+from rlenv.parsers import parse_tag
+from rlenv.sources import GeneratorSource
+from verifiers.base import CORRECT, INCORRECT, VerifyResult
+from verifiers.rubric import Component, Rubric
+
+TAG = "a"
+OPERATORS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+SYSTEM_PROMPT = "Solve the problem. Reply with only the integer answer inside <a></a> tags, like <a>12</a>."
+_INT = re.compile(r"[-+]?\d+")
+
+
+def generate(rng: random.Random, digits: int = 2, operators: str = "+-", difficulty: int = 1) -> rlenv.Task:
+    """One problem ``a op b`` with operands of at most ``digits`` digits.
+
+    ``difficulty`` 0: operands from the lower half of the range, results never negative;
+    1: the full range, results never negative; 2: negative results allowed.
+    """
+    hi = 10 ** digits - 1
+    top = hi // 2 if difficulty == 0 else hi
+    a, b = rng.randint(0, top), rng.randint(0, top)
+    op = rng.choice(operators)
+    if op == "-" and difficulty < 2 and b > a:
+        a, b = b, a
+    result = OPERATORS[op](a, b)
+    return rlenv.Task(
+        prompt=f"What is {a} {op} {b}?",
+        answer=str(result),
+        info={"target": f"<{TAG}>{result}</{TAG}>", "a": a, "b": b, "op": op, "difficulty": difficulty},
+    )
+
+
+def correct(completion: str, task: rlenv.Task) -> VerifyResult:
+    """1.0 when the integer inside the last ``<a>…</a>`` equals the result exactly, else 0.0."""
+    pred = parse_tag(completion, TAG)
+    ok = pred is not None and _INT.fullmatch(pred) is not None and int(pred) == int(task.answer)
+    return VerifyResult(float(ok), CORRECT if ok else INCORRECT, {"parsed": pred})
+
+
+def answer_format(completion: str, task: rlenv.Task) -> float:
+    """1.0 when the completion is exactly one ``<a>integer</a>`` (whitespace aside)."""
+    pred = parse_tag(completion, TAG, strict=True)
+    return float(pred is not None and _INT.fullmatch(pred) is not None)
+
+
+def rubric() -> Rubric:
+    """Correctness rewarded, format logged (weight 0)."""
+    return Rubric([Component(correct, 1.0, name="correct"), Component(answer_format, 0.0, name="format")])
+
+
+def make_env(digits: int = 2, operators: str = "+-", difficulty: int = 1, size: int = 100_000,
+             seed: int = 0, system_prompt: str = SYSTEM_PROMPT, few_shot: int = 0) -> SingleTurnEnv:
+    """Build the env. ``size`` procedural tasks generated from ``seed`` (task ``i`` is always the
+    same); ``few_shot`` solved examples (drawn from another seed) precede each prompt."""
+    if not isinstance(digits, int) or not 1 <= digits <= 18:
+        raise ValueError(f"arithmetic-v0: digits must be an int in [1, 18], got {digits!r}")
+    bad = [o for o in operators if o not in OPERATORS]
+    if not operators or bad:
+        raise ValueError(f"arithmetic-v0: operators must be a non-empty string of {''.join(OPERATORS)!r}, "
+                         f"got {operators!r}")
+    if difficulty not in (0, 1, 2):
+        raise ValueError(f"arithmetic-v0: difficulty must be 0, 1 or 2, got {difficulty!r}")
+
+    def gen(rng: random.Random) -> rlenv.Task:
+        return generate(rng, digits, operators, difficulty)
+
+    source = GeneratorSource(gen, size=size, seed=seed, name="arithmetic")
+    shots = [GeneratorSource(gen, seed=seed + 10_007)[i] for i in range(few_shot)]
+    return SingleTurnEnv(source, rubric(), system_prompt=system_prompt, few_shot=shots)
+
+
+rlenv.register("arithmetic-v0", make_env,
+               description="two-number arithmetic, answer as <a>N</a> (digits, operators, difficulty)")
