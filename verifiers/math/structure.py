@@ -1,0 +1,205 @@
+"""Turn one normalised final answer into a small tree of values.
+
+Node kinds (plain tuples, cheap to cache and compare):
+
+* ``("expr", e)`` — a sympy expression (numbers, symbols, matrices);
+* ``("text", s)`` — words that are not mathematics (``\\text{Evelyn}``, ``odd``);
+* ``("list", items)`` — several answers (``1, 2``; ``6 and 8``); unordered against lists and sets;
+* ``("set", items)`` — ``\\{…\\}`` or ``a ± b``;
+* ``("tuple", items)`` — ``(a, b, c)``: ordered; a 2-tuple with round brackets may also be an open
+  interval, so it is kept as a tuple and compared against intervals as one;
+* ``("interval", lo, hi, lo_closed, hi_closed)`` and ``("union", [intervals])``;
+* ``("eq", lhs, rhs, lhs_is_name)`` — an equation; ``x = 3`` with a plain name on the left is an
+  assignment whose value is the right side;
+* ``("rel", op, lhs, rhs)`` — an inequality or ``≠``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import sympy as sp
+
+from .latex import PM, ParseError, parse_expr
+from .normalize import canonical_text, normalize
+
+MAX_ANSWER_CHARS = 4000  # a final answer longer than this is not an answer (and not worth sympy)
+_OPEN, _CLOSE = "([{", ")]}"
+_REL_RE = re.compile(r"\\leq|\\geq|\\neq|\\approx|\\in(?![a-zA-Z])|\\equiv|<|>|=")
+_CONNECT = re.compile(r"\\text\{\s*(?:and|or|,)\s*\}|\s+(?:and|or)\s+|(?<=[\d)}])\s*(?:and|or)\s*(?=[\d(\\a-zA-Z])")
+
+
+def _top_level_split(s: str, seps: re.Pattern) -> list[tuple[str, str]]:
+    """Split ``s`` at matches of ``seps`` that are outside every bracket and environment."""
+    parts, depth, start, i, n = [], 0, 0, 0, len(s)
+    out = []
+    while i < n:
+        c = s[i]
+        if s.startswith("\\lset", i) or s.startswith("\\begin", i):
+            depth += 1; i += 5; continue
+        if s.startswith("\\rset", i) or s.startswith("\\end", i):
+            depth -= 1; i += 4; continue
+        if c in _OPEN:
+            depth += 1
+        elif c in _CLOSE:
+            depth -= 1
+        elif depth == 0:
+            m = seps.match(s, i)
+            if m and m.end() > i:
+                out.append((s[start:i], m.group(0)))
+                start = i = m.end()
+                continue
+        i += 1
+    out.append((s[start:], ""))
+    del parts
+    return out
+
+
+def _split_items(s: str) -> list[str]:
+    return [p.strip() for p, _ in _top_level_split(s, re.compile(r",|;")) if p.strip()]
+
+
+def _enclosed(s: str) -> bool:
+    """True when the first bracket of ``s`` closes at its last character."""
+    depth = 0
+    for i, c in enumerate(s):
+        if c in _OPEN:
+            depth += 1
+        elif c in _CLOSE:
+            depth -= 1
+            if depth == 0:
+                return i == len(s) - 1
+    return False
+
+
+def _expr(s: str):
+    e = parse_expr(s)
+    if e.has(PM):
+        return ("set", (("expr", e.subs(PM, 1)), ("expr", e.subs(PM, -1))))
+    return ("expr", e)
+
+
+def _is_name(s: str) -> bool:
+    """A left side that names the answer (``x``, ``f(x)``, ``(p,q)``, ``V_1:V_2``), not an expression
+    with numbers in it (``7 = 11a + c`` is an equation, not an assignment)."""
+    if ":" in s or "," in s:
+        return True
+    try:
+        e = parse_expr(s)
+    except ParseError:
+        return True
+    if isinstance(e, sp.MatrixBase):
+        return False
+    return bool(e.free_symbols) and not any(abs(a) != 1 for a in e.atoms(sp.Number))
+
+
+def parse_item(s: str):
+    """One answer (no top-level list separators) → node."""
+    s = s.strip()
+    if not s:
+        raise ParseError("empty answer")
+    if "\\cup" in s:
+        parts = [p for p, _ in _top_level_split(s, re.compile(r"\\cup"))]
+        if len(parts) > 1:
+            items = [parse_item(p) for p in parts]
+            if all(i[0] in ("interval", "tuple", "set") for i in items):
+                return ("union", tuple(items))
+    rels = _top_level_split(s, _REL_RE)
+    if len(rels) > 1:
+        return _relation(rels)
+    if s.startswith("\\lset") and s.endswith("\\rset"):
+        return ("set", tuple(parse_item(p) for p in _split_items(s[5:-5])))
+    if s[0] in "([" and s[-1] in ")]" and _enclosed(s):
+        inner = _split_items(s[1:-1])
+        if len(inner) == 2 and (s[0] == "[" or s[-1] == "]"):
+            lo, hi = parse_item(inner[0]), parse_item(inner[1])
+            return ("interval", lo, hi, s[0] == "[", s[-1] == "]")
+        if len(inner) >= 2:
+            return ("tuple", tuple(parse_item(p) for p in inner))
+    if ":" in s and not s.startswith("\\"):
+        a, _, b = s.partition(":")
+        try:
+            num, den = parse_expr(a), parse_expr(b)
+            if den != 0:
+                return ("expr", num / den)
+        except ParseError:
+            pass
+        return ("text", canonical_text(s))
+    try:
+        return _expr(s)
+    except (ParseError, ValueError, TypeError, ZeroDivisionError, RecursionError, sp.SympifyError) as e:
+        if isinstance(e, RecursionError):
+            raise ParseError("too deep") from None
+        return ("text", canonical_text(s))
+
+
+def _relation(rels):
+    parts = [p.strip() for p, _ in rels]
+    ops = [op for _, op in rels[:-1]]
+    if "\\in" in ops:  # x \in S  → S
+        return parse_item(parts[ops.index("\\in") + 1])
+    ops = ["=" if o in ("\\approx", "\\equiv") else o for o in ops]
+    if all(o == "=" for o in ops):
+        if len(parts) > 2:  # x = 5 + 5 + 1 = 11: the last value is the answer
+            return parse_item(parts[-1])
+        return ("eq", parse_item(parts[0]), parse_item(parts[1]), _is_name(parts[0]))
+    if len(parts) == 3 and len(ops) == 2:  # a < x ≤ b
+        lt = {"<", "\\leq"}
+        gt = {">", "\\geq"}
+        if set(ops) <= lt or set(ops) <= gt:
+            lo, hi = parse_item(parts[0]), parse_item(parts[2])
+            closed = [o in ("\\leq", "\\geq") for o in ops]
+            if set(ops) <= gt:
+                lo, hi, closed = hi, lo, closed[::-1]
+            return ("interval", lo, hi, closed[0], closed[1])
+    if len(parts) == 2:
+        op, lhs, rhs = ops[0], parts[0], parts[1]
+        if op in ("<", ">", "\\leq", "\\geq"):
+            left, right = parse_item(lhs), parse_item(rhs)
+            # x > 5 with a plain name on one side is the interval (5, ∞)
+            for name, other, flip in ((left, right, False), (right, left, True)):
+                if name[0] == "expr" and isinstance(name[1], sp.Symbol) and other[0] == "expr":
+                    upper = (op in ("<", "\\leq")) != flip
+                    closed = op in ("\\leq", "\\geq")
+                    inf = ("expr", sp.oo if not upper else -sp.oo)
+                    return ("interval", inf, other, False, closed) if upper else ("interval", other, inf, closed, False)
+            iv = _linear_interval(op, left, right)
+            return iv if iv is not None else ("rel", op, left, right)
+        return ("rel", op, parse_item(lhs), parse_item(rhs))
+    return ("text", canonical_text(" ".join(parts)))
+
+
+def _linear_interval(op, left, right):
+    """``-x > -1`` → the interval (-∞, 1): inequalities linear in one variable become intervals."""
+    if left[0] != "expr" or right[0] != "expr" or isinstance(left[1], sp.MatrixBase):
+        return None
+    d = left[1] - right[1]
+    if len(d.free_symbols) != 1:
+        return None
+    x = next(iter(d.free_symbols))
+    a = d.diff(x)
+    c = sp.expand(d - a * x)
+    if not a.is_number or a == 0 or c.free_symbols:
+        return None
+    bound = ("expr", -c / a)
+    upper = (op in ("<", "\\leq")) == bool(a > 0)  # x below the bound
+    closed = op in ("\\leq", "\\geq")
+    if upper:
+        return ("interval", ("expr", -sp.oo), bound, False, closed)
+    return ("interval", bound, ("expr", sp.oo), closed, False)
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_answer(text: str):
+    """Normalise and parse one extracted answer string (cached: gold answers repeat)."""
+    s = normalize(text)
+    if len(s) > MAX_ANSWER_CHARS:
+        return ("text", s[:64])
+    s = _CONNECT.sub(",", s)
+    items = _split_items(s)
+    if not items:
+        return ("text", "")
+    if len(items) == 1:
+        return parse_item(items[0])
+    return ("list", tuple(parse_item(i) for i in items))
