@@ -1,0 +1,337 @@
+"""The default engine: our own decode loop over a transformers model, CPU and GPU.
+
+It shares the trainer's model object (no copy, so there is nothing to sync). One call:
+
+1. **prefill** each distinct prompt once (left-padded batch, only the last position's logits);
+2. **expand** the prompt's KV cache ``n`` times into a preallocated :class:`transformers.StaticCache`
+   (the prompt is never recomputed per sample);
+3. **decode** with a fixed-shape step — forward of one token per row, a 4-D attention mask kept in
+   a buffer, sampling on the device (:mod:`rlenv.engines.sampling`), finished rows fed padding —
+   so that on CUDA the whole step, sampling included, is captured once in a CUDA graph and replayed
+   (``use_cuda_graph``; on by default on CUDA). The host looks at the tokens only every
+   ``check_every`` steps (all rows finished? a stop string?), never once per token.
+
+Rows that finish early keep running until all are done (fixed shapes); their extra tokens are cut
+by :func:`rlenv.engines.stops.finish_row`.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import os
+import time
+import warnings
+from typing import Any, Optional, Sequence
+
+import torch
+
+from .base import Completion, Engine, SamplingParams
+from .sampling import sample_from_logits
+from .stops import finish_row, first_stop
+
+
+def encode_prompt(tokenizer: Any, prompt: Any) -> list:
+    """Token ids of one prompt: ids pass through; chat messages get the chat template with a
+    generation prompt; a plain string is tokenised as is."""
+    if isinstance(prompt, torch.Tensor):
+        prompt = prompt.tolist()
+    if isinstance(prompt, str):
+        return list(tokenizer(prompt).input_ids)
+    if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(m, dict) for m in prompt):
+        text = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False)
+        return list(tokenizer(text, add_special_tokens=False).input_ids)
+    if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(t, int) for t in prompt):
+        return list(prompt)
+    raise TypeError(f"a prompt must be a non-empty list of token ids, a list of chat messages or a string; "
+                    f"got {type(prompt).__name__} {str(prompt)[:60]!r}")
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list:
+    """Every id that ends a completion: the tokenizer's eos and the generation config's."""
+    ids = set()
+    for v in (getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+              getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(v, int):
+            ids.add(v)
+        elif isinstance(v, (list, tuple)):
+            ids.update(int(x) for x in v)
+    return sorted(ids)
+
+
+class _DecodeState:
+    """The fixed-shape buffers of one decode run (reused, with its CUDA graph, across calls)."""
+
+    def __init__(self, cache, batch: int, max_len: int, max_new: int, device: torch.device):
+        self.cache = cache
+        self.kv_valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
+        self.cur = torch.zeros(batch, dtype=torch.long, device=device)
+        self.positions = torch.zeros(batch, dtype=torch.long, device=device)
+        self.write_pos = torch.zeros(1, dtype=torch.long, device=device)
+        self.step_idx = torch.zeros(1, dtype=torch.long, device=device)
+        self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.out_tokens = torch.zeros(batch, max_new, dtype=torch.long, device=device)
+        self.out_logprobs = torch.zeros(batch, max_new, dtype=torch.float32, device=device)
+        self.generator = torch.Generator(device=device)
+        self.graph = None
+
+    def mutable(self) -> list:
+        return [self.kv_valid, self.cur, self.positions, self.write_pos, self.step_idx, self.finished,
+                self.out_tokens, self.out_logprobs] + [layer.cumulative_length for layer in self.cache.layers]
+
+
+class HFEngine(Engine):
+    """Generation from a transformers causal LM (or a peft model wrapping one), sharing its weights.
+
+    Args:
+        model: the model object (shared with the trainer) or a path / hub id to load.
+        tokenizer: its tokenizer (loaded from ``model`` when it is a path).
+        max_batch_size: most sequences decoded at once (prompts are chunked to fit).
+        use_cuda_graph: capture the decode step in a CUDA graph (default: on when on CUDA; ignored on CPU).
+        check_every: decode steps between host checks for "all finished" and stop strings.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any = None, *, max_batch_size: int = 256,
+                 use_cuda_graph: Optional[bool] = None, check_every: int = 16, dtype: Any = None):
+        if isinstance(model, (str, os.PathLike)):
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            path = str(model)
+            cuda = torch.cuda.is_available()
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype or (torch.bfloat16 if cuda else torch.float32))
+            if cuda:
+                model = model.to("cuda")
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+        if tokenizer is None:
+            raise ValueError("HFEngine needs a tokenizer when given a model object: HFEngine(model, tokenizer)")
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be ≥ 1, got {max_batch_size}")
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.check_every = max(1, int(check_every))
+        self._requested_graph = use_cuda_graph
+        self._states: collections.OrderedDict = collections.OrderedDict()
+        self.last_stats: dict = {}
+        self._adopt(model)
+
+    # -- the shared model --------------------------------------------------------------------
+    def _adopt(self, model: Any) -> None:
+        self.model = model
+        # peft injects LoRA layers into the base model, so calling it directly applies the enabled
+        # adapters and skips the wrapper's per-call overhead
+        get_base = getattr(model, "get_base_model", None)
+        self._net = get_base() if callable(get_base) else model
+        self.config = self._net.config
+        self.device = next(self._net.parameters()).device
+        self.dtype = next(self._net.parameters()).dtype
+        self.eos_ids = eos_token_ids(self._net, self.tokenizer)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0))
+        impl = getattr(self.config, "_attn_implementation", "sdpa") or "sdpa"
+        self._mask_kind = "bool" if impl == "sdpa" else "float" if impl == "eager" else "2d"
+        self._keep_arg = "logits_to_keep" in inspect.signature(self._net.forward).parameters
+        self.use_cuda_graph = self.device.type == "cuda" and self._requested_graph is not False
+        self._states.clear()
+
+    def sync_weights(self, model: Any, adapter_only: bool = False) -> None:
+        """Nothing to copy: the engine generates from the trainer's own model object. Given a
+        different object (a reloaded model), the engine switches to it."""
+        if model is not None and model is not self.model:
+            self._adopt(model)
+
+    def close(self) -> None:
+        """Drop the cached decode buffers and CUDA graphs."""
+        self._states.clear()
+
+    # -- public API --------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Any], params: SamplingParams, *,
+                 ignore_eos: bool = False) -> list[list[Completion]]:
+        """Sample ``params.n`` completions per prompt (see :class:`~rlenv.engines.base.Engine`).
+
+        ``ignore_eos`` forces every completion to ``max_new_tokens`` (benchmarks)."""
+        if isinstance(prompts, (str, dict)) or not isinstance(prompts, Sequence):
+            raise TypeError("generate() takes a list of prompts; wrap a single prompt in a list")
+        ids = [encode_prompt(self.tokenizer, p) for p in prompts]
+        gen_seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
+        per_chunk = max(1, self.max_batch_size // params.n)
+        was_training = self._net.training
+        self._net.eval()  # no dropout while sampling; restored for the trainer afterwards
+        out: list = []
+        start, generated = time.perf_counter(), 0
+        try:
+            with torch.inference_mode():
+                for c, i in enumerate(range(0, len(ids), per_chunk)):
+                    rows = self._generate_chunk(ids[i:i + per_chunk], params, gen_seed + c, ignore_eos)
+                    for j, comps in enumerate(rows):
+                        for comp in comps:
+                            comp.prompt_index = i + j
+                            generated += len(comp.token_ids)
+                    out.extend(rows)
+        finally:
+            if was_training:
+                self._net.train()
+        elapsed = time.perf_counter() - start
+        self.last_stats = {"generated_tokens": generated, "time_s": elapsed,
+                           "tokens_per_s": generated / max(elapsed, 1e-9)}
+        return out
+
+    # -- one chunk ---------------------------------------------------------------------------
+    def _generate_chunk(self, prompt_ids: list, params: SamplingParams, seed: int, ignore_eos: bool) -> list:
+        from transformers import DynamicCache
+
+        P, n, max_new = len(prompt_ids), params.n, params.max_new_tokens
+        L = max(len(p) for p in prompt_ids)
+        if self.use_cuda_graph:
+            L = -(-L // 64) * 64  # bucketed prompt length: the same graph serves many calls
+        B, dev = P * n, self.device
+        input_ids = torch.full((P, L), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((P, L), dtype=torch.long)
+        for r, p in enumerate(prompt_ids):
+            input_ids[r, L - len(p):] = torch.tensor(p)
+            attn[r, L - len(p):] = 1
+        input_ids, attn = input_ids.to(dev), attn.to(dev)
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+
+        prefill = DynamicCache(config=self.config)
+        kw = {"logits_to_keep": 1} if self._keep_arg else {}
+        logits = self._net(input_ids=input_ids, attention_mask=attn, position_ids=positions,
+                           past_key_values=prefill, use_cache=True, **kw).logits[:, -1]
+
+        key = (B, L + max_new, max_new, params.temperature, params.top_k, params.top_p, ignore_eos)
+        st = self._state(key, B, L + max_new, max_new)
+        valid = attn.bool().repeat_interleave(n, 0)
+        for static, dyn in zip(st.cache.layers, prefill.layers):
+            for dst, src in ((static.keys, dyn.keys), (static.values, dyn.values)):
+                src = src.repeat_interleave(n, 0)
+                # zero the padding slots: masked keys get weight 0, and 0 * NaN would still be NaN
+                dst[:, :, :L].copy_(torch.where(valid[:, None, :, None], src, torch.zeros((), dtype=src.dtype,
+                                                                                           device=dev)))
+            static.cumulative_length.fill_(L)
+        st.kv_valid.zero_()
+        st.kv_valid[:, :L] = valid
+        st.positions.copy_(attn.sum(-1).repeat_interleave(n, 0))
+        st.write_pos.fill_(L)
+        st.step_idx.fill_(1)
+        st.finished.zero_()
+        st.generator.manual_seed(seed)
+
+        first, first_lp = sample_from_logits(logits.repeat_interleave(n, 0), params.temperature, params.top_k,
+                                             params.top_p, generator=st.generator)
+        st.out_tokens[:, 0] = first
+        st.out_logprobs[:, 0] = first_lp
+        st.cur.copy_(first)
+        if not ignore_eos:
+            st.finished.copy_(self._is_eos(first))
+
+        steps = 1
+        stops = [s for s in params.stop if s]
+        while steps < max_new:
+            if not ignore_eos or stops:
+                if steps % self.check_every == 1 or self.check_every == 1:
+                    if self._all_done(st, steps, stops):
+                        break
+            self._run_step(st, params, ignore_eos)
+            steps += 1
+
+        toks = st.out_tokens[:, :steps].tolist()
+        lps = st.out_logprobs[:, :steps].tolist()
+        eos = [] if ignore_eos else self.eos_ids
+        rows = [finish_row(toks[b], lps[b], self.tokenizer, eos, stops) for b in range(B)]
+        return [rows[r * n:(r + 1) * n] for r in range(P)]
+
+    def _is_eos(self, tokens: torch.Tensor) -> torch.Tensor:
+        if not self.eos_ids:
+            return torch.zeros_like(tokens, dtype=torch.bool)
+        eos = torch.tensor(self.eos_ids, device=tokens.device)
+        return (tokens[:, None] == eos).any(-1)
+
+    def _all_done(self, st: _DecodeState, steps: int, stops: list) -> bool:
+        """The host check: mark rows whose text holds a stop string finished; are all rows done?"""
+        if stops:
+            finished = st.finished.tolist()
+            rows = st.out_tokens[:, :steps].tolist()
+            hit = [b for b, row in enumerate(rows) if not finished[b]
+                   and first_stop(self.tokenizer.decode(row, skip_special_tokens=True), stops) is not None]
+            if hit:
+                st.finished[torch.tensor(hit, device=st.finished.device)] = True
+        return bool(st.finished.all())
+
+    def _state(self, key: tuple, batch: int, max_len: int, max_new: int) -> _DecodeState:
+        from transformers import StaticCache
+
+        if key in self._states:
+            self._states.move_to_end(key)
+            return self._states[key]
+        cache = StaticCache(config=self.config, max_cache_len=max_len)
+        if any(type(layer).__name__ != "StaticLayer" for layer in cache.layers):
+            raise NotImplementedError(
+                f"HFEngine supports full-attention decoders; {type(self._net).__name__} has sliding-window or "
+                f"linear-attention layers — use the vllm engine for it")
+        text_cfg = self.config.get_text_config(decoder=True)
+        heads = getattr(text_cfg, "num_key_value_heads", None) or text_cfg.num_attention_heads
+        head_dim = getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // text_cfg.num_attention_heads
+        cache.early_initialization(batch, heads, head_dim, self.dtype, self.device)
+        st = _DecodeState(cache, batch, max_len, max_new, self.device)
+        if self.use_cuda_graph:  # keep a few shapes (and their graphs) alive; CPU states are not worth it
+            self._states[key] = st
+            while len(self._states) > 2:
+                self._states.popitem(last=False)
+        return st
+
+    # -- the decode step ---------------------------------------------------------------------
+    def _step(self, st: _DecodeState, params: SamplingParams, ignore_eos: bool) -> None:
+        """One token for every row, entirely on the device and in place (capturable)."""
+        st.kv_valid.index_fill_(1, st.write_pos, True)
+        if self._mask_kind == "bool":
+            mask = st.kv_valid[:, None, None, :]
+        elif self._mask_kind == "float":
+            mask = torch.zeros(st.kv_valid.shape, dtype=self.dtype, device=st.kv_valid.device).masked_fill(
+                ~st.kv_valid, torch.finfo(self.dtype).min)[:, None, None, :]
+        else:
+            mask = st.kv_valid.long()
+        logits = self._net(input_ids=st.cur[:, None], attention_mask=mask, position_ids=st.positions[:, None],
+                           past_key_values=st.cache, use_cache=True).logits[:, -1]
+        tok, lp = sample_from_logits(logits, params.temperature, params.top_k, params.top_p, generator=st.generator)
+        if not ignore_eos:
+            tok = torch.where(st.finished, self.pad_id, tok)
+            st.finished.logical_or_(self._is_eos(tok))
+        st.out_tokens.index_copy_(1, st.step_idx, tok[:, None])
+        st.out_logprobs.index_copy_(1, st.step_idx, lp[:, None])
+        st.cur.copy_(tok)
+        st.positions.add_(1)
+        st.write_pos.add_(1)
+        st.step_idx.add_(1)
+
+    def _run_step(self, st: _DecodeState, params: SamplingParams, ignore_eos: bool) -> None:
+        if self.use_cuda_graph and st.graph is None:
+            st.graph = self._capture(st, params, ignore_eos) or False
+        if st.graph:
+            st.graph.replay()
+        else:
+            self._step(st, params, ignore_eos)
+
+    def _capture(self, st: _DecodeState, params: SamplingParams, ignore_eos: bool):
+        """Record one decode step as a CUDA graph; on any failure warn once and stay eager."""
+        try:
+            saved = [t.clone() for t in st.mutable()]
+            rng = st.generator.get_state()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up runs (allocator, lazy inits) outside the graph
+                for _ in range(2):
+                    self._step(st, params, ignore_eos)
+            torch.cuda.current_stream().wait_stream(side)
+            for dst, src in zip(st.mutable(), saved):
+                dst.copy_(src)
+            st.generator.set_state(rng)
+            graph = torch.cuda.CUDAGraph()
+            if hasattr(graph, "register_generator_state"):
+                graph.register_generator_state(st.generator)
+            with torch.cuda.graph(graph):
+                self._step(st, params, ignore_eos)
+            return graph
+        except Exception as e:  # a model the graph cannot hold still generates, only slower
+            warnings.warn(f"HFEngine: CUDA graph capture failed ({type(e).__name__}: {e}); decoding eagerly")
+            self.use_cuda_graph = False
+            return None

@@ -1,0 +1,192 @@
+"""The HF engine on the tiny random model: seeds, stop strings, eos, log-probs against a fresh forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlenv.engines import make_engine
+from rlenv.engines.base import SamplingParams
+from rlenv.engines.hf import HFEngine, encode_prompt
+from rlenv.engines.sampling import process_logits, sampling_logprobs
+
+PROMPTS = [
+    [{"role": "user", "content": "What is 12+7?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi to the whole world"}],
+    [{"role": "user", "content": "x"}],
+]
+
+
+@pytest.fixture(scope="module")
+def model_and_tok(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    return model, AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def engine(model_and_tok):
+    return HFEngine(*model_and_tok)
+
+
+def fresh_logprobs(model, prompt_ids, comp_ids, params):
+    """Log-probs of ``comp_ids`` after ``prompt_ids`` from one unpadded forward of the full sequence."""
+    ids = torch.tensor([prompt_ids + comp_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1]
+    return sampling_logprobs(logits, torch.tensor(comp_ids), params.temperature, params.top_k, params.top_p)
+
+
+def test_same_seed_same_samples_and_n_per_prompt(engine):
+    params = SamplingParams(n=4, max_new_tokens=24, seed=123)
+    a = engine.generate(PROMPTS, params)
+    b = engine.generate(PROMPTS, params)
+    assert [len(g) for g in a] == [4, 4, 4]
+    assert [[c.token_ids for c in g] for g in a] == [[c.token_ids for c in g] for g in b]
+    assert [[c.prompt_index for c in g] for g in a] == [[0] * 4, [1] * 4, [2] * 4]
+    # the n samples of one prompt differ from each other, and another seed gives other samples
+    assert len({tuple(c.token_ids) for c in a[0]}) > 1
+    c = engine.generate(PROMPTS, SamplingParams(n=4, max_new_tokens=24, seed=124))
+    assert [[x.token_ids for x in g] for g in a] != [[x.token_ids for x in g] for g in c]
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 20, 0.9), (1.3, 0, 0.5), (0.0, 0, 1.0)])
+def test_logprobs_match_a_fresh_forward(engine, model_and_tok, temperature, top_k, top_p):
+    model, tok = model_and_tok
+    params = SamplingParams(n=3, max_new_tokens=20, temperature=temperature, top_k=top_k, top_p=top_p, seed=7)
+    out = engine.generate(PROMPTS, params)  # prompts of different lengths: left padding is exercised
+    for prompt, group in zip(PROMPTS, out):
+        prompt_ids = encode_prompt(tok, prompt)
+        for comp in group:
+            ref = fresh_logprobs(model, prompt_ids, comp.token_ids, params)
+            assert torch.allclose(torch.tensor(comp.logprobs), ref, atol=1e-4), (comp.logprobs, ref.tolist())
+            if temperature == 0:
+                logits = model(input_ids=torch.tensor([prompt_ids + comp.token_ids])).logits[0]
+                greedy = logits[len(prompt_ids) - 1:-1].argmax(-1).tolist()
+                assert greedy == comp.token_ids
+
+
+def test_top_k_and_top_p_restrict_the_support():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
+    assert torch.isinf(process_logits(logits, 1.0, top_k=2)).tolist() == [[False, False, True, True, True]]
+    probs = torch.softmax(logits, -1)[0]  # [0.636, 0.234, 0.086, ...]: top-p 0.8 keeps 2 tokens
+    kept = ~torch.isinf(process_logits(logits, 1.0, top_p=0.8))
+    assert kept.tolist() == [[True, True, False, False, False]] and probs[:2].sum() >= 0.8
+    # the most likely token always survives, even for a tiny top_p
+    assert (~torch.isinf(process_logits(logits, 1.0, top_p=1e-6))).sum() == 1
+    # temperature divides the logits before the filters
+    assert torch.allclose(process_logits(logits, 2.0), logits / 2)
+
+
+def test_greedy_matches_transformers_generate(engine, model_and_tok):
+    model, tok = model_and_tok
+    ids = [encode_prompt(tok, p) for p in PROMPTS]
+    out = engine.generate(ids, SamplingParams(temperature=0, max_new_tokens=16))
+    for p, group in zip(ids, out):
+        ref = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                             do_sample=False, max_new_tokens=16)[0, len(p):].tolist()
+        assert group[0].token_ids == ref[:len(group[0].token_ids)]
+
+
+def test_stop_strings_cut_text_and_ids_consistently(engine, model_and_tok):
+    _, tok = model_and_tok
+    base = engine.generate(PROMPTS, SamplingParams(n=2, max_new_tokens=40, seed=3))
+    # pick a short printable piece from the middle of one completion as the stop string
+    stop, source = None, None
+    for gi, group in enumerate(base):
+        for ci, comp in enumerate(group):
+            text = comp.text
+            for i in range(4, len(text) - 2):
+                if text[i:i + 2].isprintable() and text[i:i + 2].isascii() and text[i:i + 2].strip():
+                    stop, source = text[i:i + 2], (gi, ci)
+                    break
+            if stop:
+                break
+        if stop:
+            break
+    assert stop is not None, "no printable two-character piece in the sampled texts"
+    cut = engine.generate(PROMPTS, SamplingParams(n=2, max_new_tokens=40, seed=3, stop=[stop]))
+    for g_base, g_cut in zip(base, cut):
+        for full, comp in zip(g_base, g_cut):
+            assert full.token_ids[:len(comp.token_ids)] == comp.token_ids  # same draws, only cut
+            if comp.finish_reason == "stop" and stop in tok.decode(comp.token_ids, skip_special_tokens=True):
+                assert stop not in comp.text
+                assert stop not in tok.decode(comp.token_ids[:-1], skip_special_tokens=True)
+                assert tok.decode(comp.token_ids, skip_special_tokens=True).startswith(comp.text)
+                assert len(comp.logprobs) == len(comp.token_ids)
+    hit, full = cut[source[0]][source[1]], base[source[0]][source[1]]
+    assert hit.finish_reason == "stop" and hit.text == full.text[:full.text.find(stop)]
+    assert len(hit.token_ids) < len(full.token_ids)
+
+
+def test_eos_ends_a_completion_and_is_kept_in_the_ids(engine, model_and_tok):
+    _, tok = model_and_tok
+    out = engine.generate([[1, 2, 3], [40, 41]], SamplingParams(n=32, max_new_tokens=12, seed=0))
+    eos = tok.eos_token_id
+    stopped = 0
+    for comp in (c for g in out for c in g):
+        assert eos not in comp.token_ids[:-1]
+        if comp.finish_reason == "stop":
+            stopped += 1
+            assert comp.token_ids[-1] == eos and "<|im_end|>" not in comp.text
+        else:
+            assert len(comp.token_ids) == 12
+    assert stopped > 0, "expected some of 64 random 12-token samples over a 259-token vocabulary to hit eos"
+    forced = engine.generate([[1, 2, 3]], SamplingParams(n=32, max_new_tokens=12, seed=0), ignore_eos=True)
+    assert all(len(c.token_ids) == 12 and c.finish_reason == "length" for c in forced[0])
+
+
+def test_training_mode_restored_and_chunking_keeps_order(model_and_tok):
+    model, tok = model_and_tok
+    small = HFEngine(model, tok, max_batch_size=4)  # 3 prompts × 2 samples → 3 chunks of 2 rows... in order
+    model.train()
+    try:
+        out = small.generate(PROMPTS, SamplingParams(n=2, max_new_tokens=6, seed=1))
+        assert model.training
+    finally:
+        model.eval()
+    assert [[c.prompt_index for c in g] for g in out] == [[0, 0], [1, 1], [2, 2]]
+    assert small.last_stats["generated_tokens"] == sum(len(c.token_ids) for g in out for c in g)
+
+
+def test_peft_model_generates_with_adapters_enabled(model_and_tok):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model, tok = model_and_tok
+    base = AutoModelForCausalLM.from_pretrained(model.name_or_path, dtype=torch.float32)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    eng = make_engine("hf", model=peft_model, tokenizer=tok)
+    params = SamplingParams(n=2, max_new_tokens=10, seed=5)
+    comp = eng.generate(PROMPTS[:1], params)[0][0]
+    prompt_ids = encode_prompt(tok, PROMPTS[0])
+    with_adapter = fresh_logprobs(peft_model, prompt_ids, comp.token_ids, params)
+    assert torch.allclose(torch.tensor(comp.logprobs), with_adapter, atol=1e-4)
+    with peft_model.disable_adapter():
+        without = fresh_logprobs(peft_model, prompt_ids, comp.token_ids, params)
+    assert not torch.allclose(with_adapter, without, atol=1e-3)
+    eng.sync_weights(peft_model, adapter_only=True)  # shared object: a no-op that must not break anything
+    assert eng.generate(PROMPTS[:1], params)[0][0].token_ids == comp.token_ids
+
+
+def test_bad_inputs_raise_clear_errors(engine):
+    with pytest.raises(TypeError, match="list of prompts"):
+        engine.generate("hello", SamplingParams())
+    with pytest.raises(TypeError, match="token ids"):
+        engine.generate([[]], SamplingParams())
+    with pytest.raises(ValueError, match="unknown engine"):
+        make_engine("nope")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_decode_matches_eager(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).cuda()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    params = SamplingParams(n=4, max_new_tokens=32, temperature=0)
+    graph = HFEngine(model, tok, use_cuda_graph=True).generate(PROMPTS, params)
+    eager = HFEngine(model, tok, use_cuda_graph=False).generate(PROMPTS, params)
+    assert [[c.token_ids for c in g] for g in graph] == [[c.token_ids for c in g] for g in eager]
