@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install what the code sandbox (verifiers.code) needs on a fresh Debian/Ubuntu machine, as root.
+# bubblewrap gives each untrusted run private namespaces (no network, own PID tree), a read-only root
+# and a size-capped tmpfs scratch dir; python3 is the world-readable interpreter the sandbox runs
+# (a venv under /root is not readable by the unprivileged uid the sandbox drops to).
+set -euo pipefail
+need=()
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+[ -x /usr/bin/python3 ] || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-sandbox.sh: need root to install ${need[*]} (or install them yourself)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+bwrap --version
