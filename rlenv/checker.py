@@ -42,6 +42,15 @@ def _check_messages(obs: Any, where: str, allow_empty: bool) -> None:
             _fail(f"{where}: observation[{i}]['content'] must be a str, got {type(m.get('content')).__name__}")
 
 
+def _call(what: str, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except EnvCheckError:
+        raise
+    except Exception as e:  # name the call that broke, keep the original as the cause
+        raise EnvCheckError(f"{what} raised {type(e).__name__}: {e}") from e
+
+
 def _check_signature(env: Any) -> None:
     for name in ("reset", "step"):
         if not callable(getattr(env, name, None)):
@@ -56,7 +65,7 @@ def _check_signature(env: Any) -> None:
 
 
 def _check_reset(env: Any, seed: int) -> list:
-    out = env.reset(seed=seed)
+    out = _call(f"reset(seed={seed})", env.reset, seed=seed)
     if not (isinstance(out, tuple) and len(out) == 2):
         _fail(f"reset() must return (observation, info), got {type(out).__name__}"
               f"{' of length ' + str(len(out)) if isinstance(out, tuple) else ''}")
@@ -68,7 +77,7 @@ def _check_reset(env: Any, seed: int) -> list:
 
 
 def _check_step(env: Any, action: str) -> tuple:
-    out = env.step(action)
+    out = _call(f"step({action!r})", env.step, action)
     if not (isinstance(out, tuple) and len(out) == 5):
         _fail("step() must return the 5-tuple (observation, reward, terminated, truncated, info)")
     obs, reward, terminated, truncated, info = out
