@@ -58,6 +58,9 @@ FILES = {
             return float(completion == task.answer.upper() + "!" or completion == task.answer + "!")
 
         def register_verifiers():
+            import verifiers
+
+            verifiers.register("plugdemo_shout", shout)
             LOADED.append("shout")
     """,
 }
@@ -65,7 +68,7 @@ FILES = {
 CHECK = textwrap.dedent(f"""
     import json, sys, warnings
     import rlenv
-    from rlenv.plugins import load_plugins, plugin_errors
+    from rlenv.plugins import plugin_errors
     before = "{PKG}" in sys.modules
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -73,10 +76,12 @@ CHECK = textwrap.dedent(f"""
         v1 = rlenv.make("plugdemo/shout-v1")
     env.reset(seed=0)
     _, reward, *_ = env.step(env.task.answer + "!")
-    load_plugins("rlenv.verifiers")
+    import verifiers
+    registered = "plugdemo_shout" in verifiers.list_verifiers()  # first read loads the plugins
     from {PKG}.verifiers import LOADED
     print(json.dumps({{"imported_before": before, "reward": reward, "v1_size": len(v1.source),
                        "source": rlenv.spec("plugdemo/shout-v0").source, "verifiers_loaded": LOADED,
+                       "verifier_registered": registered,
                        "errors": [str(e) for e in plugin_errors()],
                        "warnings": [str(w.message) for w in caught],
                        "builtin": "arithmetic-v0" in rlenv.envs()}}))
@@ -103,7 +108,7 @@ def test_plugin_package_is_discovered(tmp_path):
     assert res["imported_before"] is False  # discovered, not imported by the user
     assert res["reward"] == 1.0 and res["v1_size"] == 7
     assert res["source"] == f"{PKG}.envs"
-    assert res["verifiers_loaded"] == ["shout"]
+    assert res["verifiers_loaded"] == ["shout"] and res["verifier_registered"] is True
     assert res["builtin"] is True  # the broken plugin did not stop the built-ins or the others
     assert len(res["errors"]) == 1 and "'zz_broken'" in res["errors"][0] and "broken on purpose" in res["errors"][0]
     assert any("zz_broken" in w for w in res["warnings"])
