@@ -1,0 +1,42 @@
+"""Shared checks for the sandbox tests: is the real sandbox here, which processes survive, host memory."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from verifiers.code import sandbox_tier
+
+
+def require_bwrap() -> None:
+    """Skip (with the reason) when bubblewrap is not installed; CI installs it via .ci/install-sandbox.sh."""
+    if sandbox_tier() != "bwrap":
+        pytest.skip("bubblewrap is not installed here; run .ci/install-sandbox.sh (as root) to test the real sandbox")
+
+
+def processes_with(marker: str) -> list[int]:
+    """PIDs of live (non-zombie) processes whose command line contains ``marker``."""
+    found = []
+    me = os.getpid()
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == me:
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{d}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in cmd and state != "Z":
+            found.append(int(d))
+    return found
+
+
+def mem_available_mb() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
