@@ -192,6 +192,17 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1
 
 
+def kl_loss_term(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, old_logprobs: Optional[torch.Tensor] = None,
+                 kl: str = "k3") -> torch.Tensor:
+    """Per-token KL penalty for the loss (GRPO). With ``old_logprobs`` it is weighted by the ratio
+    ``π/π_old`` (DeepSeek-V3.2's correction, TRL's default), which makes the k3 gradient the unbiased
+    reverse-KL gradient for samples drawn from ``π_old``; the value is unchanged when ``π = π_old``."""
+    term = get_kl(kl)(logprobs, ref_logprobs)
+    if old_logprobs is not None:
+        term = term * torch.exp(logprobs - old_logprobs)
+    return term
+
+
 def kl_shaped_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
                       mask: torch.Tensor, kl_coef: float, kl: str = "k1") -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's KL-in-reward: per-token reward ``-β·KL_t`` plus the sequence score on its last token.
