@@ -86,7 +86,7 @@ def _text(x) -> str:
     if x[0] == "text":
         return x[1]
     if x[0] == "expr":
-        return str(x[1]).lower().replace(" ", "").replace("*", "")
+        return str(x[1]).lower().replace(" ", "").replace("*", "").replace("exp(1)", "e")
     return repr(x)
 
 
@@ -100,9 +100,8 @@ def _collection_equal(a, b, tol) -> bool:
         return _match_all(_dedupe(items_a, tol), _dedupe(items_b, tol), tol)
     items_a = tuple(_value(x) for x in a[1]) if ka in ("list", "set") else (a,)
     items_b = tuple(_value(x) for x in b[1]) if kb in ("list", "set") else (b,)
-    items_a, items_b = _flatten(items_a), _flatten(items_b)
-    if "set" in (ka, kb):
-        items_a, items_b = _dedupe(items_a, tol), _dedupe(items_b, tol)
+    # several answers are a set: order and repeats do not matter (MATH "enter all solutions")
+    items_a, items_b = _dedupe(_flatten(items_a), tol), _dedupe(_flatten(items_b), tol)
     return len(items_a) == len(items_b) and _match_all(items_a, items_b, tol)
 
 

@@ -14,9 +14,10 @@ from typing import Optional
 from rlenv.parsers import parse_all_boxed, parse_gsm8k, parse_last_number, parse_tag
 
 # what may sit between two boxes that belong to one answer: punctuation, "and", spacing, $
-_BOX_GAP = re.compile(r"^(?:\s|[,;.$]|\\\]|\\\[|\\\)|\\\(|\\quad|\\qquad|\\text\{[^{}]{0,20}\}|\\,|and|or|&)*$")
+_BOX_GAP = re.compile(r"\s|[,;.$&]|\\\]|\\\[|\\\)|\\\(|\\quad|\\qquad|\\text\{|\}|\\,|\band\b|\bor\b"
+                      r"|[a-zA-Z](?:_\{?\w+\}?)?\s*=")  # "\boxed{1} and \( y_2 = \boxed{2}"
 _PHRASE = re.compile(r"(?:final answer is|answer is|final answer:|answer:)\s*", re.IGNORECASE)
-_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\$([^$\n]+?)\$|\\\((.+?)\\\)", re.DOTALL)
+_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|(?<!\\)\$((?:[^$\n]|\\\$)+?)(?<!\\)\$|\\\((.+?)\\\)", re.DOTALL)
 _PROSE = re.compile(r"[A-Za-z]{2,}")
 _ALLOWED_WORDS = {"and", "or", "text", "frac", "dfrac", "tfrac", "sqrt", "pi", "infty", "left", "right", "cdot",
                   "times", "le", "leq", "ge", "geq", "neq", "lt", "gt", "in", "cup", "pm", "mp", "circ", "percent",
@@ -41,7 +42,8 @@ def _boxed_answer(text: str) -> Optional[str]:
         gap_start = start + len(prev) + 1  # past the closing brace
         gap = text[gap_start:end]
         gap = gap.replace("\\boxed{", "").replace("\\boxed", "")
-        if not _BOX_GAP.match(gap) or len(gap) > 60:
+        # a connector between two boxes, or at most three words ("\boxed{1} papers and \boxed{2} bins")
+        if len(gap) > 60 or len(_BOX_GAP.sub(" ", gap).split()) > 3:
             break
         picked.append(prev)
         end = start
@@ -94,6 +96,14 @@ def extract_answer(text: str) -> Optional[str]:
     text = text[-MAX_TEXT:]
     ans = _boxed_answer(text) or parse_tag(text, "answer") or (parse_gsm8k(text) if "####" in text else None)
     if ans:
+        # "... \boxed{255} ... The final answer is $10,455$": a stated final answer after the last box wins
+        m = None
+        for m in _PHRASE.finditer(text):
+            pass
+        if m is not None and m.start() > text.rfind("\\boxed") >= 0:
+            phrase = _after_phrase(text)
+            if phrase:
+                return extract_answer(phrase)
         return ans
     words = prose_words(text)
     has_math = _MATH_SPAN.search(text) is not None

@@ -197,6 +197,8 @@ class _Parser:
             e = self.expr(); self.expect(")"); return e
         if text == "{":
             e = self.expr(); self.expect("}"); return e
+        if text == "[":
+            e = self.expr(); self.expect("]"); return e
         if text == "|":
             e = self.expr(); self.expect("|"); return sp.Abs(e)
         if kind == "cmd":
@@ -244,6 +246,8 @@ class _Parser:
             return sp.floor(e) if name == "lfloor" else sp.ceiling(e)
         if name == "text":  # \text{12} is 12; \text{word} is a symbol named by the word
             raw = self.group_text().strip()
+            if raw.isalpha() and len(raw) > 1:
+                return sp.Symbol(raw.lower())
             try:
                 return parse_expr(raw) if raw else sp.Integer(1)
             except ParseError:
@@ -252,11 +256,27 @@ class _Parser:
             return sp.Symbol(name + "_" + (self.group_text() if self.peek()[1] == "{" else self.next()[1]))
         if name in _FUNCS:
             return self.function(name)
+        if name in ("sum", "prod"):
+            return self.big_operator(name)
         if name == "lset":
             raise ParseError("set inside an expression")
         if name == "begin":
             return self.matrix()
         raise ParseError(f"unknown command {c}")
+
+    def big_operator(self, name):
+        """``\\sum_{k=a}^{b} body`` → ``Sum(body, (k, a, b))``; the body is one product term."""
+        self.expect("_")
+        lower = self.group_text()
+        var, sep, start = lower.partition("=")
+        self.expect("^")
+        end = self.braced()
+        if not sep or not var.isalpha():
+            raise ParseError("\\sum needs a lower bound like k=1")
+        body = self.term()
+        k = sp.Symbol(var)
+        op = sp.Sum if name == "sum" else sp.Product
+        return op(body, (k, parse_expr(start), end))
 
     def braced(self):
         if self.peek()[1] == "{":

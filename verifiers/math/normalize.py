@@ -33,8 +33,10 @@ _RENAME = (
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree|\^\s*\{\s*\\text\{o\}\s*\}")
 _PERCENT = re.compile(r"\\%|%|\s(?:percent(?:age)?|pct)\b")
 _THOUSANDS = re.compile(r"(?<![\d.(\[{,])(\d{1,3})((?:,\d{3})+)(?![\d,])")
-_THIN_THOUSANDS = re.compile(r"(?<=\d)\{,\}(?=\d{3})|(?<=\d),\\!(?=\s?\d{3})")
+_THIN_THOUSANDS = re.compile(r"(?<=\d)\s?\{\s?,\s?\}\s?(?=\d{3})|(?<=\d),\\!(?=\s?\d{3})")
 _SPACE_THOUSANDS = re.compile(r"(?<![\d.,])(\d{1,3})((?: \d{3})+)(?![\d.,])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_ESCAPED_CMD = re.compile(r"(?<!\\)\\\\(?=[a-zA-Z]{2,})")
 _FRAC_SHORT = re.compile(r"\\frac\s*(\d)\s*(\d)")
 _FRAC_SHORT2 = re.compile(r"\\frac\s*(\d)\s*(?=\{)")
 _FRAC_SHORT3 = re.compile(r"\\frac\s*(\{[^{}]*\})\s*(\d)")
@@ -59,16 +61,41 @@ def strip_delimiters(s: str) -> str:
     return s.strip()
 
 
+def _collapse_nesting(s: str, open_c: str, close_c: str) -> str:
+    """Drop redundant bracket pairs: ``((((1))))`` → ``(1)``, in one linear pass (a stack)."""
+    if s.count(open_c) < 2:
+        return s
+    match, stack = {}, []
+    for i, c in enumerate(s):
+        if c == open_c:
+            stack.append(i)
+        elif c == close_c and stack:
+            match[stack.pop()] = i
+    drop = set()
+    for i, j in match.items():
+        k = i + 1
+        while k < j and s[k] == " ":
+            k += 1
+        m = j - 1
+        while m > i and s[m] == " ":
+            m -= 1
+        if k < j and s[k] == open_c and match.get(k) == m:
+            drop.update((i, j))
+    return "".join(c for i, c in enumerate(s) if i not in drop) if drop else s
+
+
 def normalize(s: str) -> str:
     """Canonical LaTeX-ish text of one final answer (see the module docstring)."""
-    s = strip_delimiters(s)
+    s = _CONTROL.sub("", strip_delimiters(s)).replace('\\"', " ").replace('"', " ")  # quoted answers
+    s = _ESCAPED_CMD.sub(r"\\", s)  # "\\frac" from double-escaped JSON/LaTeX is "\frac"
     for old, new in _RENAME:
         s = s.replace(old, new)
     s = _THIN_THOUSANDS.sub("", s)  # 14{,}916 and 11,\!111 are one number
+    s = s.replace("\\\\", " \\row ")  # matrix row breaks, before "\ " spacing is dropped
     for d in _DROP:
         s = s.replace(d, " ")
     s = s.replace("\\{", "\\lset ").replace("\\}", " \\rset")
-    s = s.replace("\\\\", " \\row ").replace("\n", " ")
+    s = s.replace("\n", " ")
     s = _DEGREES.sub("", s)
     s = _PERCENT.sub(" ", s)
     s = _THOUSANDS.sub(lambda m: m.group(1) + m.group(2).replace(",", ""), s)
@@ -77,7 +104,8 @@ def normalize(s: str) -> str:
     s = _FRAC_SHORT2.sub(r"\\frac{\1}", s)
     s = _FRAC_SHORT3.sub(r"\\frac\1{\2}", s)
     s = _SQRT_SHORT.sub(r"\\sqrt{\1}", s)
-    s = " ".join(s.split())
+    s = " ".join(s.split()).replace("{}", "")
+    s = _collapse_nesting(_collapse_nesting(s, "(", ")"), "{", "}")
     s = s.rstrip(" .")
     # units after a number: "10 \text{ units}", "125 miles", "15 cm^2" → the number
     for _ in range(2):
@@ -86,7 +114,7 @@ def normalize(s: str) -> str:
         if t and t != s:
             s = t.rstrip(" .")
     m = _CHOICE.match(s)
-    if m and ("(" in s or "text" in s):  # multiple choice: "(C)", "\text{(C)}" → "C"
+    if m and ("(" in s or ("text" in s and m.group(1).isupper())):  # multiple choice: "(C)", "\text{(C)}" → "C"
         s = m.group(1).upper()
     return s
 

@@ -26,6 +26,7 @@ from .normalize import canonical_text, normalize
 
 MAX_ANSWER_CHARS = 4000  # a final answer longer than this is not an answer (and not worth sympy)
 _OPEN, _CLOSE = "([{", ")]}"
+_WORD = re.compile(r"^(?!(?:sqrt|pi|sin|cos|tan|log|ln|exp|infty|inf)$)[A-Za-z]{3,}$")
 _REL_RE = re.compile(r"\\leq|\\geq|\\neq|\\approx|\\in(?![a-zA-Z])|\\equiv|<|>|=")
 _CONNECT = re.compile(r"\\text\{\s*(?:and|or|,)\s*\}|\s+(?:and|or)\s+|(?<=[\d)}])\s*(?:and|or)\s*(?=[\d(\\a-zA-Z])")
 
@@ -108,6 +109,11 @@ def parse_item(s: str):
     rels = _top_level_split(s, _REL_RE)
     if len(rels) > 1:
         return _relation(rels)
+    if s[0] == "{" and _enclosed(s):  # bare braces group: {1,3} is the list 1, 3
+        inner = _split_items(s[1:-1])
+        return parse_item(inner[0]) if len(inner) == 1 else ("list", tuple(parse_item(p) for p in inner))
+    if _WORD.match(s):  # a word answer: "odd", "Evelyn"
+        return ("text", s.lower())
     if s.startswith("\\lset") and s.endswith("\\rset"):
         return ("set", tuple(parse_item(p) for p in _split_items(s[5:-5])))
     if s[0] in "([" and s[-1] in ")]" and _enclosed(s):
@@ -139,11 +145,18 @@ def _relation(rels):
     ops = [op for _, op in rels[:-1]]
     if "\\in" in ops:  # x \in S  → S
         return parse_item(parts[ops.index("\\in") + 1])
+    if "\\approx" in ops and "=" in ops[:ops.index("\\approx")]:  # x = 1/3 ≈ 0.33: the exact value counts
+        k = ops.index("\\approx")
+        parts, ops = parts[:k + 1], ops[:k]
     ops = ["=" if o in ("\\approx", "\\equiv") else o for o in ops]
     if all(o == "=" for o in ops):
         if len(parts) > 2:  # x = 5 + 5 + 1 = 11: the last value is the answer
             return parse_item(parts[-1])
-        return ("eq", parse_item(parts[0]), parse_item(parts[1]), _is_name(parts[0]))
+        lhs, rhs = parse_item(parts[0]), parse_item(parts[1])
+        if (lhs[0] == "expr" and rhs[0] == "expr" and not isinstance(lhs[1], sp.MatrixBase)
+                and not isinstance(rhs[1], sp.MatrixBase) and not lhs[1].free_symbols and not rhs[1].free_symbols):
+            return rhs  # "1/2 = 10/9": a worked computation; the last value is the answer
+        return ("eq", lhs, rhs, _is_name(parts[0]))
     if len(parts) == 3 and len(ops) == 2:  # a < x ≤ b
         lt = {"<", "\\leq"}
         gt = {">", "\\geq"}
