@@ -1,0 +1,164 @@
+"""The code verifier and test runner: test formats, parent-side judging, rewards, feedback, tiers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from sandbox_helpers import require_bwrap
+
+from rlenv import Task
+from verifiers.code import (CallTest, CodeVerifier, Limits, SandboxPool, StdioTest, extract_code, parse_tests,
+                            run_python, run_tests)
+
+ADD = "def add(a, b):\n    return a + b\n"
+
+
+@pytest.fixture(autouse=True)
+def _real_sandbox():
+    require_bwrap()
+
+
+def fence(code: str) -> str:
+    return f"Here is my solution.\n```python\n{code}\n```\n"
+
+
+def test_run_python_statuses_and_fields():
+    r = run_python("import sys\nprint(sys.stdin.read().upper())\nprint('e', file=sys.stderr)", stdin="hi")
+    assert (r.status, r.stdout, r.stderr, r.exit_code, r.tier) == ("ok", "HI\n", "e\n", 0, "bwrap")
+    assert 0 < r.wall_time < 5
+    r = run_python("raise SystemExit(3)")
+    assert (r.status, r.exit_code) == ("error", 3)
+
+
+def test_large_stdin_is_fed_without_deadlock():
+    data = "x" * 3_000_000
+    r = run_python("import sys\nprint(len(sys.stdin.read()))", stdin=data, timeout=10)
+    assert r.status == "ok" and r.stdout.strip() == str(len(data)), r
+
+
+def test_bad_arguments_get_one_clear_error():
+    with pytest.raises(TypeError, match="source must be a str"):
+        run_python(b"print(1)")
+    with pytest.raises(ValueError, match="Limits.timeout"):
+        Limits(timeout=0)
+    assert "larger than" in run_python("#" * 200_000).reason
+
+
+def test_mbpp_asserts_fraction_and_all():
+    tests = ["assert add(1, 2) == 3", "assert add('a', 'b') == 'ab'", "assert add([1], [2]) == [1, 2]"]
+    assert run_tests(ADD, tests).passed == 3
+    half = "def add(a, b):\n    return a + b if isinstance(a, int) else None\n"
+    rep = run_tests(half, tests)
+    assert (rep.passed, rep.total, rep.reward("all"), round(rep.reward("fraction"), 3)) == (1, 3, 0.0, 0.333)
+    assert "add('a', 'b') returned None" in rep.feedback
+
+
+def test_humaneval_check_candidate_with_tolerance_and_skipped_loop():
+    answer = {"test": "import math\nMETADATA = {}\n\ndef check(candidate):\n"
+                      "    assert math.isclose(candidate(2), 1.4142135623730951)\n"
+                      "    assert abs(candidate(9) - 3.0) < 1e-6\n"
+                      "    for i in range(3):\n        assert candidate(i * i) == i\n",
+              "entry_point": "root"}
+    rep = run_tests("def root(x):\n    return x ** 0.5\n", answer)
+    assert (rep.passed, rep.total, rep.skipped) == (2, 2, 1)
+
+
+def test_apps_call_based_and_stdio_formats():
+    cases, _ = parse_tests({"fn_name": "add", "inputs": [[1, 2], [[1], [2]]], "outputs": [3, [1, 2]]})
+    assert all(isinstance(c, CallTest) for c in cases)
+    assert run_tests(ADD, cases).passed == 2
+    stdio, _ = parse_tests({"inputs": ["1 2\n", "3 4\n"], "outputs": ["3\n", "7\n"]})
+    assert all(isinstance(c, StdioTest) for c in stdio)
+    prog = "a, b = map(int, input().split())\nprint(a + b)   "
+    assert run_tests(prog, stdio).passed == 2
+    assert run_tests("print(3)", stdio).passed == 1
+
+
+def test_python_equality_semantics_hold_across_the_boundary():
+    # the values are rebuilt here as real Python objects: tuple != list, 1 == 1.0, sets unordered
+    tests = ["assert f(0) == (1, 2)", "assert f(1) == 1.0", "assert f(2) == {3, 1, 2}", "assert f(3) == {'k': [1]}",
+             "assert f(4) != [1, 2]", "assert f(5) == float('inf')", "assert f(6) == b'\\x00'"]
+    src = ("def f(i):\n    return [[1, 2], 1, {1, 2, 3}, {'k': [1]}, (1, 2), float('inf'), b'\\x00'][i]\n")
+    rep = run_tests(src, tests)
+    assert [o["passed"] for o in rep.outcomes] == [False, True, True, True, True, True, True]
+
+
+def test_exceptions_timeouts_and_load_errors_fail_only_their_tests():
+    tests = ["assert f(1) == 1", "assert f(0) == 0", "assert f(2) == 2"]
+    rep = run_tests("def f(x):\n    return x if x else 1 / 0\n", tests)
+    assert [o["passed"] for o in rep.outcomes] == [True, False, True]
+    assert "ZeroDivisionError" in rep.outcomes[1]["message"]
+    rep = run_tests("def f(x):\n    while x == 2:\n        pass\n    return x\n", tests, limits=Limits(timeout=1))
+    assert [o["passed"] for o in rep.outcomes] == [True, True, False]
+    assert "timeout" in rep.outcomes[2]["message"]
+    rep = run_tests("def f(x) return x", tests)
+    assert rep.passed == 0 and "SyntaxError" in rep.feedback
+
+
+def test_verifier_scores_extracts_and_reports():
+    v = CodeVerifier()
+    task = Task("Write add.", answer=["assert add(1, 2) == 3", "assert add(2, 2) == 4"], id="t")
+    good = v.score(fence("print('draft')") + "Better:\n" + fence(ADD), task)
+    assert (good.reward, good.verdict, good.details["passed"], good.details["tier"]) == (1.0, "correct", 2, "bwrap")
+    wrong = CodeVerifier(mode="fraction").score(fence("def add(a, b):\n    return 3"), task)
+    assert (wrong.reward, wrong.verdict) == (0.5, "partial")
+    assert "add(2, 2) returned 3" in wrong.details["feedback"]
+    none = v.score("I would use a + b.", task)
+    assert (none.reward, none.verdict, none.failed) == (0.0, "incorrect", False)
+    assert v.score([{"role": "assistant", "content": fence(ADD)}], task).reward == 1.0
+
+
+def test_task_info_entry_point_and_prefix():
+    task = Task("x", answer="def check(candidate):\n    assert candidate([3, 1]) == [1, 3]\n",
+                info={"entry_point": "sort_it", "code_prefix": "from typing import List"}, id="he")
+    r = CodeVerifier().score(fence("def sort_it(xs: List[int]) -> List[int]:\n    return sorted(xs)"), task)
+    assert r.reward == 1.0, r
+
+
+def test_unreadable_tests_are_an_infrastructure_failure_not_a_zero():
+    v = CodeVerifier()
+    r = v.score(fence(ADD), Task("x", answer={"weird": 1}, id="bad"))
+    assert r.failed and "unknown answer keys" in r.details["error"]
+    r = v.score(fence(ADD), Task("x", answer="for i in range(2):\n    assert add(i, 0) == i\n", id="loops"))
+    assert r.failed and "no runnable tests" in r.details["error"]
+
+
+def test_score_batch_with_a_small_pool():
+    with SandboxPool(2) as pool:
+        v = CodeVerifier(pool=pool)
+        task = Task("x", answer=["assert add(1, 1) == 2"])
+        outs = v.score_batch([fence(ADD), fence("def add(a, b):\n    return 0"), "no code"] * 3, [task] * 9)
+    assert [o.reward for o in outs] == [1.0, 0.0, 0.0] * 3
+
+
+def test_registered_as_code():
+    from verifiers.registry import get
+
+    assert isinstance(get("code"), CodeVerifier)
+    assert get("code", mode="fraction").mode == "fraction"
+
+
+def test_extract_code_takes_the_last_python_fence():
+    text = "```python\nA\n```\ntext\n```py\nB\n```\n```\nC\n```"
+    assert extract_code(text) == "B"
+    assert extract_code("```\nonly\n```") == "only"
+    assert extract_code("none") is None
+
+
+def test_fallback_tier_warns_and_still_limits(tmp_path):
+    # a fresh interpreter, forced to the rlimits tier as if bubblewrap were missing
+    code = ("import warnings, json\nwarnings.simplefilter('always')\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    from verifiers.code import run_python, sandbox_tier\n"
+            "    tier = sandbox_tier()\n"
+            "r = run_python('print(2 + 2)')\nm = run_python('x = bytearray(50 * 1024 ** 3)', memory_mb=256)\n"
+            "print(json.dumps([tier, r.status, r.stdout, r.tier, m.status, [str(x.message) for x in w]]))")
+    env = dict(os.environ, RLENV_SANDBOX_TIER="rlimits")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    tier, status, stdout, res_tier, mem_status, warns = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (tier, status, stdout, res_tier, mem_status) == ("rlimits", "ok", "4\n", "rlimits", "memory")
+    assert any("bubblewrap is not available" in w and "apt-get install bubblewrap" in w for w in warns)
