@@ -105,13 +105,15 @@ class OpenAIEngine(Engine):
     # ------------------------------------------------------------------ HTTP
     def _attempt(self, method: str, path: str, body: Optional[dict]) -> dict:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base_url + path, data=data, method=method)
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        req = urllib.request.Request(url, data=data, method=method)
         req.add_header("Content-Type", "application/json")
         if self.api_key:
             req.add_header("Authorization", f"Bearer {self.api_key}")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read().decode())
+                raw = resp.read()
+                return json.loads(raw.decode()) if raw.strip() else {}  # control routes may send no body
         except urllib.error.HTTPError as err:
             detail = err.read().decode(errors="replace")[:500]
             if err.code in RETRYABLE_STATUS:
@@ -122,7 +124,7 @@ class OpenAIEngine(Engine):
                     retry_after = None
                 raise _Retryable(f"HTTP {err.code}: {detail}", retry_after) from None
             raise OpenAIEngineError(
-                f"{method} {self.base_url}{path} failed with HTTP {err.code}: {detail} — check "
+                f"{method} {url} failed with HTTP {err.code}: {detail} — check "
                 f"the model name ({self.model!r}) and the request options", status=err.code) from None
         except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as err:
             raise _Retryable(f"{type(err).__name__}: {getattr(err, 'reason', err)}") from None
@@ -130,7 +132,8 @@ class OpenAIEngine(Engine):
             raise _Retryable(f"the server sent a body that is not JSON ({err})") from None
 
     def request(self, method: str, path: str, body: Optional[dict] = None) -> dict:
-        """One API call with retries and backoff; returns the decoded JSON response."""
+        """One API call with retries and backoff; returns the decoded JSON response. ``path`` is
+        relative to ``base_url`` (``"/completions"``) or a full URL."""
         for attempt in range(self.max_retries + 1):
             with self._lock:
                 self.usage["requests"] += 1
@@ -139,7 +142,7 @@ class OpenAIEngine(Engine):
             except _Retryable as err:
                 if attempt == self.max_retries:
                     raise OpenAIEngineError(
-                        f"{method} {self.base_url}{path} still failing after {attempt + 1} attempts "
+                        f"{method} {path if '://' in path else self.base_url + path} still failing after {attempt + 1} attempts "
                         f"(last: {err}); is the server up and reachable? Raise timeout= or "
                         f"max_retries= if it is just slow") from None
                 delay = min(self.max_backoff, self.backoff * 2 ** attempt) * (0.5 + random.random() / 2)
@@ -189,9 +192,9 @@ class OpenAIEngine(Engine):
     def _one(self, index: int, prompt: Any, params: SamplingParams) -> list[Completion]:
         is_chat = isinstance(prompt, (list, tuple)) and len(prompt) > 0 and isinstance(prompt[0], dict)
         if is_chat and self.render_chat_locally:
-            prompt = self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True,
-                                                        tokenize=True, return_dict=False)
-            is_chat = False
+            from rlenv.engines.hf import encode_prompt  # the one chat-template rendering, shared
+
+            prompt, is_chat = encode_prompt(self.tokenizer, prompt), False
         if is_chat:
             body = dict(self._body(params, chat=True), messages=list(prompt))
             response = self.request("POST", "/chat/completions", body)
@@ -211,7 +214,7 @@ class OpenAIEngine(Engine):
         return [self._completion(choice, index, is_chat) for choice in choices]
 
     def _completion(self, choice: dict, index: int, chat: bool) -> Completion:
-        text = (choice.get("message") or {}).get("content") or "" if chat else choice.get("text", "")
+        text = ((choice.get("message") or {}).get("content") or "") if chat else choice.get("text", "")
         lp = choice.get("logprobs") or {}
         if chat:
             logprobs = [entry["logprob"] for entry in (lp.get("content") or [])]

