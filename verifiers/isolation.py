@@ -417,17 +417,20 @@ class ProcessRunner:
         try:
             w.conn.send((token, None if token in w.tokens else blob, args))
             w.tokens.add(token)
-            if not w.conn.poll(timeout):
-                self._discard(w)
-                raise VerifierTimeout(f"timed out after {timeout:g}s (worker process killed)")
-            status, payload = w.conn.recv()
-        except (EOFError, OSError, BrokenPipeError) as e:
+            if w.conn.poll(timeout):
+                status, payload = w.conn.recv()
+            else:
+                status, payload = "timeout", None
+        except (EOFError, OSError) as e:
             self._discard(w)
             raise RuntimeError(f"verifier worker process died ({type(e).__name__}); it was replaced") from None
         except BaseException:
             if w.proc.is_alive() and not w.conn.closed:
                 self._discard(w)
             raise
+        if status == "timeout":
+            self._discard(w)
+            raise VerifierTimeout(f"timed out after {timeout:g}s (worker process killed)")
         self._idle.put(w)
         if status == "err":
             raise RuntimeError(payload)
