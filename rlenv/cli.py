@@ -1,0 +1,202 @@
+"""The ``rlenv`` command line.
+
+    rlenv envs                                   list registered envs
+    rlenv verifiers                              list registered verifiers
+    rlenv check SPEC.yaml [key=value …]          validate a run spec, nothing heavy runs
+    rlenv eval ENV_ID --model PATH [-n N] [-k K] [--out samples.jsonl]
+    rlenv train SPEC.yaml [key=value …]          run the spec's stages
+
+Bad input (a spec error, an unknown env id, a bad override) prints one line per problem to stderr
+and exits with status 2 — no traceback. Heavy modules (torch, trainers, tasks) are imported only
+inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from typing import Callable, Optional, Sequence
+
+USAGE_ERROR = 2
+
+
+class CLIError(Exception):
+    """A user error: printed as ``rlenv <cmd>: error: <line>`` lines, exit status 2."""
+
+    def __init__(self, lines, code: int = USAGE_ERROR):
+        self.lines = [lines] if isinstance(lines, str) else list(lines)
+        self.code = code
+        super().__init__("\n".join(self.lines))
+
+
+def _load_spec(path: str, overrides: Sequence[str]):
+    from .spec import SpecError, load_spec
+
+    try:
+        return load_spec(path, overrides)
+    except SpecError as e:
+        raise CLIError(e.errors if not e.source else [f"{e.source}: {x}" for x in e.errors]) from None
+
+
+def _optional(module: str, attr: str, what: str) -> Callable:
+    """Import ``module.attr`` lazily; a clear "not yet available" when that part is not installed."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            raise CLIError(f"{what} is not yet available in this version ({module} is missing)", code=1) from None
+        raise
+    fn = getattr(mod, attr, None)
+    if fn is None:
+        raise CLIError(f"{what} is not yet available in this version ({module}.{attr} is missing)", code=1)
+    return fn
+
+
+def _call_with_supported(fn: Callable, **kwargs):
+    """Call ``fn`` with the keyword arguments it accepts (all of them if it takes ``**kwargs``)."""
+    params = inspect.signature(fn).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return fn(**kwargs)
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+def cmd_envs(args) -> int:
+    from . import registry
+    from .plugins import plugin_errors
+
+    registry.pprint_registry()
+    for err in plugin_errors():
+        print(f"warning: {err}", file=sys.stderr)
+    return 0
+
+
+def cmd_verifiers(args) -> int:
+    pprint = _optional("verifiers.registry", "pprint_registry", "the verifier registry")
+    pprint()
+    from .plugins import plugin_errors
+
+    for err in plugin_errors():
+        print(f"warning: {err}", file=sys.stderr)
+    return 0
+
+
+def cmd_check(args) -> int:
+    spec = _load_spec(args.spec, args.overrides)
+    stages = " → ".join(s.kind for s in spec.stage_list)
+    lora = f"LoRA r={spec.model.lora.r}" if spec.model.lora else "full fine-tuning"
+    print(f"ok: {args.spec}: model {spec.model.path} ({lora}), env {spec.env.id}, stages {stages}, "
+          f"engine {spec.engine.name}, output_dir {spec.output_dir}")
+    return 0
+
+
+def _parse_kv(items: Sequence[str], what: str) -> dict:
+    import yaml
+
+    out = {}
+    for it in items or ():
+        key, sep, raw = it.partition("=")
+        if not sep or not key:
+            raise CLIError(f"{what} {it!r}: write it as key=value")
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+def cmd_eval(args) -> int:
+    from . import registry
+
+    env_kwargs = _parse_kv(args.env_kwargs, "--env-kwarg")
+    try:
+        registry.spec(args.env_id)
+    except LookupError as e:
+        raise CLIError(str(e)) from None
+    if args.n < 1 or args.k < 1:
+        raise CLIError(f"-n and -k must be ≥ 1, got -n {args.n} -k {args.k}")
+    evaluate = _optional("rlenv.evaluation", "evaluate", "rlenv eval")
+    result = _call_with_supported(
+        evaluate, env_id=args.env_id, model=args.model, n=args.n, k=args.k, out=args.out,
+        engine=args.engine, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+        seed=args.seed, env_kwargs=env_kwargs)
+    if result is not None:
+        summary = result if isinstance(result, dict) else getattr(result, "__dict__", {"result": str(result)})
+        print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_train(args) -> int:
+    _load_spec(args.spec, args.overrides)  # fail fast, before torch or a model is loaded
+    run_spec = _optional("trainers.pipeline", "run_spec", "rlenv train")
+    run_spec(args.spec, list(args.overrides))
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the ``rlenv`` command (every subcommand has ``--help``)."""
+    p = argparse.ArgumentParser(prog="rlenv", description="Gym-like envs, verifiers and trainers for RL of "
+                                "language models from verifiable rewards.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("envs", help="list registered envs", description="List registered envs (built-ins and plugins).")
+    s.set_defaults(func=cmd_envs)
+
+    s = sub.add_parser("verifiers", help="list registered verifiers", description="List registered verifiers.")
+    s.set_defaults(func=cmd_verifiers)
+
+    s = sub.add_parser("check", help="validate a run spec", description="Validate a run spec (YAML) and its "
+                       "overrides without loading a model; exit 2 with one line per problem.")
+    s.add_argument("spec", metavar="SPEC.yaml")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. stages[1].grpo.beta=0.04")
+    s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("eval", help="pass@k of a model on an env",
+                       description="Sample K completions for each of N tasks of ENV_ID, score them with the "
+                       "env's verifiers, report pass@k and write the samples as jsonl.")
+    s.add_argument("env_id", metavar="ENV_ID")
+    s.add_argument("--model", required=True, help="checkpoint dir, hub id or preset:tiny")
+    s.add_argument("-n", type=int, default=100, help="number of tasks (default 100)")
+    s.add_argument("-k", type=int, default=1, help="completions per task, for pass@1..k (default 1)")
+    s.add_argument("--out", default=None, help="write every sample to this jsonl file")
+    s.add_argument("--engine", default="hf", choices=["hf", "vllm", "openai"])
+    s.add_argument("--temperature", type=float, default=None, help="default: greedy for k=1, 1.0 otherwise")
+    s.add_argument("--max-new-tokens", type=int, default=256)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--env-kwarg", dest="env_kwargs", action="append", default=[], metavar="key=value",
+                   help="an argument for the env factory (repeatable)")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("train", help="run a spec's stages", description="Validate SPEC.yaml with its overrides, "
+                       "then run its stages (sft, rm, grpo, ppo, dpo, online_dpo) in order.")
+    s.add_argument("spec", metavar="SPEC.yaml")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. stages[0].sft.max_steps=10")
+    s.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``rlenv`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as e:
+        for line in e.lines:
+            print(f"rlenv {args.command}: error: {line}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print(f"rlenv {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
