@@ -4,3 +4,4 @@ rlenv imports it lazily, the first time the registry is read (``rlenv.make``, ``
 """
 
 from . import arithmetic  # noqa: F401  (registers arithmetic-v0)
+from . import countdown  # noqa: F401  (registers countdown-v0)
