@@ -34,6 +34,21 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+def pss_mb(pids: list[int]) -> float:
+    """Proportional set size of these processes in MiB (shared pages split, so forks are not overcounted)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total / 1024
+
+
 def mem_available_mb() -> int:
     with open("/proc/meminfo") as f:
         for line in f:
