@@ -58,9 +58,10 @@ class Component:
     isolation: Optional[str] = None
 
     def __post_init__(self):
-        if isinstance(self.verifier, str):
+        if isinstance(self.verifier, str):  # a registered name: it is also the component's name
             from .registry import get
 
+            self.name = self.name or self.verifier
             self.verifier = get(self.verifier)
         else:
             from .trl_compat import from_trl, is_trl_reward_function
