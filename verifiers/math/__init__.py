@@ -24,6 +24,7 @@ from ..base import CORRECT, INCORRECT, NOT_APPLICABLE, VerifyResult, completion_
 from .extract import extract_answer
 from .normalize import normalize
 from .pool import WorkerPool
+from .structure import MAX_ANSWER_CHARS
 
 __all__ = ["is_equivalent", "is_equivalent_batch", "extract_answer", "normalize", "MathVerifier",
            "DEFAULT_TIMEOUT"]
@@ -51,12 +52,8 @@ def _answer(s: Any) -> Optional[str]:
         return None
 
 
-def _fast(gold: str, pred: str) -> Optional[bool]:
-    """Decide in-process when it is trivial; ``None`` means "ask a worker"."""
-    try:
-        g, p = normalize(gold), normalize(pred)
-    except Exception:  # noqa: BLE001
-        return None
+def _fast(g: str, p: str) -> Optional[bool]:
+    """Decide normalised answers in-process when it is trivial; ``None`` means "ask a worker"."""
     if g == p and g:
         return True
     if _NUMBER.match(g) and _NUMBER.match(p):
@@ -95,7 +92,14 @@ def is_equivalent_batch(pairs: Iterable[Sequence[str]], timeout: float = DEFAULT
         g, p = _answer(gold), _answer(pred)
         if not g or not p:
             continue
-        fast = _fast(g, p)
+        try:
+            gn, pn = normalize(g), normalize(p)
+        except Exception:  # noqa: BLE001 - never raise on any string
+            continue
+        if len(gn) > MAX_ANSWER_CHARS or len(pn) > MAX_ANSWER_CHARS:
+            out[k] = gn == pn  # no real final answer is this long; do not parse it
+            continue
+        fast = _fast(gn, pn)
         if fast is not None:
             out[k] = fast
             continue

@@ -175,7 +175,7 @@ class _Parser:
         while self.peek()[1] == "!":
             self.next()
             if a.is_Integer and a > 1000:
-                a = sp.factorial(a, evaluate=False)
+                a = opaque(sp.factorial(a, evaluate=False))
             else:
                 a = sp.factorial(a)
         return a
@@ -324,18 +324,25 @@ class _Parser:
         return sp.ImmutableMatrix(vals)
 
 
+def opaque(e):
+    """A stand-in symbol for a number too large to compute (``10^{10^{10}}``), named by its structure.
+
+    Equal structures get the same symbol, so ``X/X + 1`` still simplifies to 2 and ``X`` equals ``X``,
+    while ``X`` and ``X + 1`` differ — without ever computing ``X``.
+    """
+    return sp.Symbol("big[" + sp.srepr(e) + "]")
+
+
 def safe_pow(base, exp):
-    """``base**exp``, left unevaluated when the result would have more than ~10,000 digits."""
+    """``base**exp``, or an opaque symbol when the result would have more than ~10,000 digits."""
     try:
         if base.is_Number and exp.is_Number and abs(base) > 1:
             if abs(float(exp)) * math.log10(float(abs(base))) > 1e4:
-                return sp.Pow(base, exp, evaluate=False)
-        if isinstance(base, sp.Pow) and not base.is_Atom and exp.is_Number and abs(exp) > 1e4:
-            return sp.Pow(base, exp, evaluate=False)
-        if not exp.is_Number and base.is_Number and exp.has(sp.Pow) and exp.is_number:
-            return sp.Pow(base, exp, evaluate=False)
+                return opaque(sp.Pow(base, exp, evaluate=False))
+        if base.is_Pow and base.base.is_Number and exp.is_Number and abs(exp) > 1e4:
+            return opaque(sp.Pow(base, exp, evaluate=False))
     except (TypeError, ValueError, OverflowError):
-        return sp.Pow(base, exp, evaluate=False)
+        return opaque(sp.Pow(base, exp, evaluate=False))
     return base ** exp
 
 
