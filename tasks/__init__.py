@@ -5,3 +5,5 @@ rlenv imports it lazily, the first time the registry is read (``rlenv.make``, ``
 
 from . import arithmetic  # noqa: F401  (registers arithmetic-v0)
 from . import countdown  # noqa: F401  (registers countdown-v0)
+from . import gsm8k  # noqa: F401  (registers gsm8k-v0)
+from . import math  # noqa: F401  (registers math-v0)
