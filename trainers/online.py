@@ -1,21 +1,58 @@
-"""What GRPO, PPO and online DPO share: the training forward over a rollout batch, and rollout →
-rewards → masks in one place.
+"""What GRPO, PPO and online DPO share, written once.
 
-- :func:`completion_logprobs` — one forward, log-probs (and optionally entropy) of the completion
-  positions only (the LM head runs on ``T - start + 1`` positions, not the prompt).
-- :func:`length_sorted_chunks` — micro-batches of rows of similar length, each trimmed to its own
-  longest row, so no forward pays for another row's padding.
+- :func:`build_env` — an env id, an :class:`rlenv.Env` or a list of tasks, optionally with verifier
+  functions passed directly (TRL's ``reward_funcs``).
+- :func:`completion_logprobs` — one forward; log-probs (and entropy) of the completion positions
+  only (the LM head runs on ``T - start + 1`` positions, never on the shared prompt prefix).
+- :func:`shape_rewards` — rollout → rewards → masks: soft overlong penalty, verifier failures and
+  (optionally) truncated completions masked out.
+- :func:`micro_batches_by_length` / :func:`gather_rows` — rows of similar length grouped together,
+  each micro-batch trimmed to its own longest row (no forward pays for another row's padding).
+- :class:`OnlineTrainer` — the base of the three online trainers on the shared loop: the engine,
+  seeded prompt draws (same step → same prompts and samples, so resume is exact), reference/old
+  log-prob passes and the generation / scoring / training time split.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import dataclasses
+import time
+from typing import Any, Optional, Sequence
 
 import torch
 
+from .loop import BaseTrainer
 from .losses import entropy_from_logits, selective_log_softmax
 
 
+# -- env ----------------------------------------------------------------------------------------------
+def build_env(env: Any, verifiers: Optional[Sequence[Any]] = None) -> Any:
+    """The env an online trainer samples from.
+
+    ``env``: an env id (``"arithmetic-v0"``), an :class:`rlenv.Env`, or a list of tasks / a
+    ``datasets.Dataset`` (then ``verifiers`` is required). ``verifiers``: functions
+    ``(completion, task) -> float`` or ``(fn, weight)`` pairs; they replace the env's rubric.
+    """
+    import rlenv
+    from verifiers.rubric import Rubric
+
+    if env is None:
+        raise ValueError("an online trainer needs env= (an env id such as 'arithmetic-v0', an Env, or a "
+                         "list of tasks together with verifiers=[...])")
+    if isinstance(env, str):
+        env = rlenv.make(env)
+    elif not (hasattr(env, "reset") and hasattr(env, "step")):
+        if not verifiers:
+            raise ValueError("env= is a list of tasks: also pass verifiers=[fn, ...] to score completions")
+        return rlenv.SingleTurnEnv(env, Rubric(list(verifiers)))
+    if verifiers:
+        if not hasattr(env.unwrapped, "rubric"):
+            raise ValueError(f"{env!r} has no rubric to replace; build the env with its verifiers instead")
+        env.unwrapped.rubric = Rubric(list(verifiers))
+    return env
+
+
+# -- forward ------------------------------------------------------------------------------------------
 def completion_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int,
                         temperature: float = 1.0, with_entropy: bool = False):
     """Log-prob of each token ``input_ids[:, start:]`` under ``model`` → ``[B, T - start]`` float32.
@@ -36,3 +73,169 @@ def completion_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: tor
         logits = logits / temperature
     logprobs = selective_log_softmax(logits, input_ids[:, start:])
     return logprobs, (entropy_from_logits(logits.detach()) if with_entropy else None)
+
+
+# -- rewards and masks --------------------------------------------------------------------------------
+def overlong_penalty(lengths: torch.Tensor, max_new_tokens: int, buffer: int, penalty: float = 1.0) -> torch.Tensor:
+    """DAPO's soft overlong punishment: 0 up to ``max_new_tokens - buffer`` tokens, then a linear
+    ramp down to ``-penalty`` at the limit."""
+    if buffer <= 0:
+        return torch.zeros_like(lengths, dtype=torch.float32)
+    over = (lengths.float() - (max_new_tokens - buffer)).clamp(min=0)
+    return -penalty * (over / buffer).clamp(max=1.0)
+
+
+def shape_rewards(batch: Any, *, max_new_tokens: int, mask_truncated: bool = False, overlong_buffer: int = 0,
+                  overlong_penalty_value: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rollout → ``(rewards [B], valid [B] bool)``.
+
+    ``rewards`` = the verifiers' weighted total plus the soft overlong penalty; ``valid`` is False
+    for rows a verifier failed on (infrastructure, not a judgement) and, with ``mask_truncated``,
+    rows cut by the length limit — those rows leave the group statistics and the loss.
+    """
+    rewards = batch.rewards.float() + overlong_penalty(batch.completion_lengths, max_new_tokens, overlong_buffer,
+                                                       overlong_penalty_value)
+    valid = ~batch.failed.bool()
+    if mask_truncated:
+        valid &= ~batch.truncated.bool()
+    return rewards, valid
+
+
+def informative_groups(rewards: torch.Tensor, group_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Bool ``[B]``: rows whose group's valid rewards are not all equal (DAPO's dynamic-sampling filter)."""
+    keep = torch.zeros_like(valid)
+    for g in group_ids.unique():
+        rows = (group_ids == g) & valid
+        r = rewards[rows]
+        if r.numel() > 1 and float(r.max() - r.min()) > 1e-6:
+            keep |= group_ids == g
+    return keep
+
+
+# -- micro-batches --------------------------------------------------------------------------------------
+def micro_batches_by_length(lengths: torch.Tensor, rows: torch.Tensor, n_chunks: int) -> list:
+    """Split ``rows`` into ``n_chunks`` index tensors of neighbouring lengths (sorted), so each
+    micro-batch's padding is only the spread within it."""
+    order = rows[torch.argsort(lengths[rows], stable=True)]
+    return [c for c in torch.tensor_split(order, n_chunks)]
+
+
+def gather_rows(batch: Any, rows: torch.Tensor, per_token: dict, per_row: dict) -> dict:
+    """A micro-batch dict of ``rows``: ``input_ids``/``attention_mask`` trimmed to the longest row,
+    ``start`` = the shortest prompt, and every ``per_token`` tensor (``[B, T]``, aligned with
+    ``input_ids``) cut to the completion window ``[start, end)``."""
+    end = int(batch.attention_mask[rows].sum(-1).max())
+    start = max(1, int(batch.prompt_lengths[rows].min()))
+    mb = {"input_ids": batch.input_ids[rows, :end], "attention_mask": batch.attention_mask[rows, :end],
+          "start": start, "rows": rows}
+    for k, v in per_token.items():
+        mb[k] = v[rows, start:end]
+    for k, v in per_row.items():
+        mb[k] = v[rows]
+    return mb
+
+
+# -- the base trainer ---------------------------------------------------------------------------------
+class OnlineTrainer(BaseTrainer):
+    """Base of GRPO, PPO and online DPO: samples from ``self.env`` with the generation engine.
+
+    Args:
+        model: a model object, folder, hub id or ``preset:tiny``.
+        env: an env id, an :class:`rlenv.Env`, or a list of tasks (with ``verifiers``).
+        config: the trainer's config.
+        verifiers: reward functions ``(completion, task) -> float`` or ``(fn, weight)`` pairs that
+            replace the env's rubric.
+        tokenizer: loaded with the model when None.
+        engine: a ready :class:`rlenv.engines.Engine`; by default one is built from
+            ``config.engine`` on the policy itself.
+    """
+
+    def __init__(self, model: Any = None, env: Any = None, config: Any = None, *,
+                 verifiers: Optional[Sequence[Any]] = None, tokenizer: Any = None, engine: Any = None):
+        self._engine = engine
+        self.timing: dict = {}
+        super().__init__(model, config, tokenizer=tokenizer, env=build_env(env, verifiers))
+
+    # -- generation ------------------------------------------------------------------------------
+    @property
+    def engine(self) -> Any:
+        """The generation engine (built on first use, on the unwrapped policy)."""
+        if self._engine is None:
+            from rlenv.engines import make_engine
+
+            self._engine = make_engine(self.config.engine, model=self.unwrapped_model, tokenizer=self.tokenizer)
+        return self._engine
+
+    def _seed(self, round_: int = 0) -> int:
+        """Seed of a step's prompt draw and sampling: a function of (seed, step, round, process)
+        only, so a resumed run draws exactly what the uninterrupted one would have."""
+        step = self.global_step * 64 + round_
+        return (self.config.seed * 1_000_003 + step * 8192 + self.accelerator.process_index * 1_000_000_007) % 2**62
+
+    def rollout(self, n_prompts: int, round_: int = 0) -> Any:
+        """Sample ``group_size`` completions for each of ``n_prompts`` freshly drawn prompts and score
+        them with the env's verifiers (a :class:`rlenv.batch.RolloutBatch`)."""
+        from rlenv.engines.base import SamplingParams
+        from rlenv.rollout import collect_rollouts
+
+        c = self.config
+        seed = self._seed(round_)
+        self.engine.sync_weights(self.unwrapped_model, adapter_only=bool(c.use_lora))
+        params = SamplingParams(temperature=c.temperature, top_p=c.top_p, top_k=c.top_k,
+                                max_new_tokens=c.max_new_tokens, seed=seed)
+        batch = collect_rollouts(self.env, self.engine, n_prompts, group_size=c.group_size, sampling=params,
+                                 seed=seed)
+        gen = batch.metrics.get("generation_time_s", 0.0)
+        self.timing["generation_s"] = self.timing.get("generation_s", 0.0) + gen
+        self.timing["scoring_s"] = self.timing.get("scoring_s", 0.0) + max(
+            batch.metrics.get("rollout_time_s", 0.0) - gen, 0.0)
+        return batch
+
+    @torch.no_grad()
+    def score_logprobs(self, model: Any, batch: Any, chunks: list) -> torch.Tensor:
+        """No-grad log-probs ``[B, T]`` (aligned with ``input_ids``) of every row, one forward per
+        length-sorted chunk — the reference pass, or π_old when μ > 1."""
+        out = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
+        for rows in chunks:
+            mb = gather_rows(batch, rows, {}, {})
+            lp, _ = completion_logprobs(model, mb["input_ids"].to(self.device), mb["attention_mask"].to(self.device),
+                                        mb["start"], self.config.temperature)
+            out[rows, mb["start"]:mb["start"] + lp.shape[1]] = lp.float().cpu()
+        return out
+
+    # -- loop hooks ------------------------------------------------------------------------------
+    def next_step_data(self) -> Any:
+        self.timing = {}
+        return self.make_step_data()
+
+    def make_step_data(self) -> Any:
+        """The step's rollout, prepared for :meth:`micro_batches` (subclasses implement)."""
+        raise NotImplementedError
+
+    def training_step(self, data: Any) -> dict:
+        t0 = time.perf_counter()
+        out = super().training_step(data)
+        train_s = time.perf_counter() - t0 + self.timing.get("prep_s", 0.0)
+        out["time/training_s"] = train_s
+        out["time/generation_s"] = self.timing.get("generation_s", 0.0)
+        out["time/scoring_s"] = self.timing.get("scoring_s", 0.0)
+        return out
+
+    def data_state(self) -> dict:
+        return {"global_step": self.global_step}  # prompt draws are a function of the step
+
+    def load_data_state(self, state: dict) -> None:
+        pass
+
+
+@dataclasses.dataclass
+class StepData:
+    """One step's training data: the rollout, per-token/per-row training tensors and the
+    micro-batches (row indices) in the order the loop feeds them."""
+
+    batch: Any
+    per_token: dict
+    per_row: dict
+    chunks: list  # list of row-index tensors, one per micro-batch
+    normalizers: list  # one float per micro-batch (the loss denominator it shares with its update)
+    metrics: dict
