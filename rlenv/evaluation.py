@@ -1,0 +1,166 @@
+"""Evaluation: pass@1 / pass@k of a model on an env, with per-verifier means and the samples saved.
+
+    from rlenv.evaluation import evaluate
+    result = evaluate("arithmetic-v0", "path/to/model", n=8, k=[1, 4, 8], num_tasks=50,
+                      out="samples.jsonl")
+    result["pass@1"], result["pass@8"], result["verifier/correct"]
+
+pass@k uses the unbiased estimator of Chen et al. 2021 ("Evaluating Large Language Models Trained
+on Code"): with ``n`` samples of which ``c`` are correct, ``pass@k = 1 - C(n-c, k) / C(n, k)``,
+averaged over tasks. A sample is correct when the env says so (``info["correct"]``), otherwise when
+its reward is ≥ 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from .engines.base import Engine, SamplingParams
+
+__all__ = ["pass_at_k", "evaluate", "write_jsonl_atomic"]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one task from ``n`` samples with ``c`` correct (Chen et al. 2021, Fig. 3):
+    ``1 - C(n-c, k) / C(n, k)``, computed as a product to stay exact for large ``n``."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 0 ≤ c ≤ n and 1 ≤ k ≤ n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def write_jsonl_atomic(path: Union[str, os.PathLike], rows: Sequence[dict]) -> Path:
+    """Write ``rows`` as JSON lines to ``path`` via a temp file + fsync + rename: the file is either
+    the old one or complete, never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _tasks_of(env: Any, num_tasks: Optional[int], seed: int) -> list:
+    """The first ``num_tasks`` tasks of the env's source (all of a finite source by default)."""
+    source = getattr(getattr(env, "unwrapped", env), "source", None)
+    size = source.size() if source is not None and hasattr(source, "size") else None
+    if num_tasks is None:
+        if size is None:
+            raise ValueError(f"{env!r} has no finite task list; pass num_tasks= to say how many tasks to evaluate")
+        num_tasks = size
+    if size is not None:
+        num_tasks = min(num_tasks, size)
+    tasks = []
+    for i in range(num_tasks):
+        try:
+            _, info = env.reset(options={"task_index": i})
+        except (ValueError, KeyError, TypeError, IndexError):  # env without indexed tasks: seeded draws
+            _, info = env.reset(seed=seed + i)
+        if "task" not in info:
+            raise ValueError(f"{env!r}.reset() returned no info['task']; evaluation needs it to pin tasks")
+        tasks.append(info["task"])
+    return tasks
+
+
+def _engine_for(model: Any, engine: Union[str, Engine], tokenizer: Any, engine_kwargs: dict) -> Engine:
+    if isinstance(engine, Engine):
+        return engine
+    if isinstance(model, Engine):
+        return model
+    from .engines import make_engine
+
+    if isinstance(model, (str, os.PathLike)):
+        from .models.tiny import resolve_model_path
+
+        model = resolve_model_path(str(model))
+    return make_engine(engine, model=model, tokenizer=tokenizer, **engine_kwargs)
+
+
+def evaluate(env: Any, model: Any, *, n: int = 1, k: Union[int, Sequence[int]] = 1,
+             num_tasks: Optional[int] = None, out: Optional[Union[str, os.PathLike]] = None,
+             temperature: Optional[float] = None, top_p: float = 1.0, top_k: int = 0, max_new_tokens: int = 256,
+             stop: Sequence[str] = (), seed: int = 0, engine: Union[str, Engine] = "hf", tokenizer: Any = None,
+             tasks_per_batch: int = 32, max_turns: Optional[int] = None, **engine_kwargs) -> dict:
+    """Sample ``n`` completions of each task and score them with the env's verifiers.
+
+    Args:
+        env: an env id (``"arithmetic-v0"``) or an env instance.
+        model: a checkpoint path (or ``preset:tiny``), a model object (with ``tokenizer=``) or an Engine.
+        n: samples per task; ``k``: the k (or list of k, each ≤ n) to report pass@k for.
+        num_tasks: how many tasks (default: all of a finite task list).
+        out: where to write one JSON line per sample (atomically).
+        temperature: default 0 (greedy) when ``n == 1``, else 1.0.
+
+    Returns a dict: ``pass@{k}`` for each k, ``reward_mean``, ``verifier/<name>`` means,
+    ``failed_rate``, ``truncation_rate``, ``gen_tokens_per_s``, ``num_tasks``, ``n`` and
+    ``samples_path`` (when ``out`` is given).
+    """
+    from .rollout import collect_rollouts
+
+    ks = [k] if isinstance(k, int) else list(k)
+    if n < 1:
+        raise ValueError(f"n must be ≥ 1, got {n}")
+    bad = [x for x in ks if not 1 <= x <= n]
+    if bad:
+        raise ValueError(f"every k must be between 1 and n={n}; got k={bad} (raise n to report pass@{max(bad)})")
+    env_id = env if isinstance(env, str) else getattr(getattr(env, "spec", None), "id", type(env).__name__)
+    if isinstance(env, str):
+        from .registry import make
+
+        env = make(env)
+    eng = _engine_for(model, engine, tokenizer, engine_kwargs)
+    sampling = SamplingParams(temperature=(0.0 if n == 1 else 1.0) if temperature is None else temperature,
+                              top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, stop=tuple(stop), seed=seed)
+    tasks = _tasks_of(env, num_tasks, seed)
+    if not tasks:
+        raise ValueError(f"{env_id} produced no tasks to evaluate")
+
+    rows, per_task, components, tok_rates = [], [], {}, []
+    for start in range(0, len(tasks), max(1, tasks_per_batch)):
+        chunk = tasks[start:start + tasks_per_batch]
+        batch = collect_rollouts(env, eng, chunk, group_size=n, sampling=sampling, max_turns=max_turns)
+        correct = (batch.correct if batch.correct is not None else batch.rewards >= 1.0).tolist()
+        tok_rates.append(batch.metrics["gen_tokens_per_s"])
+        for name, values in batch.reward_components.items():
+            components.setdefault(name, []).extend(values.tolist())
+        for g in range(len(chunk)):
+            per_task.append(sum(correct[g * n:(g + 1) * n]))
+        for b in range(len(batch)):
+            task = batch.tasks[b]
+            rows.append({
+                "task_index": start + int(batch.group_ids[b]), "task_id": getattr(task, "id", None),
+                "prompt": getattr(task, "prompt", task), "answer": getattr(task, "answer", None),
+                "completion": batch.texts[b], "reward": float(batch.rewards[b]), "correct": bool(correct[b]),
+                "scores": {name: float(v[b]) for name, v in batch.reward_components.items()},
+                "failed": bool(batch.failed[b]), "truncated": bool(batch.truncated[b]),
+                "completion_tokens": int(batch.completion_lengths[b]),
+            })
+    result: dict = {"env": env_id, "model": str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__,
+                    "num_tasks": len(tasks), "n": n}
+    for x in ks:
+        result[f"pass@{x}"] = float(np.mean([pass_at_k(n, c, x) for c in per_task]))
+    result["reward_mean"] = float(np.mean([r["reward"] for r in rows]))
+    for name, values in components.items():
+        result[f"verifier/{name}"] = float(np.mean(values))
+    result["failed_rate"] = float(np.mean([r["failed"] for r in rows]))
+    result["truncation_rate"] = float(np.mean([r["truncated"] for r in rows]))
+    result["gen_tokens_per_s"] = float(np.mean(tok_rates))
+    if out is not None:
+        result["samples_path"] = str(write_jsonl_atomic(out, rows))
+    return result
