@@ -391,3 +391,19 @@ def load_spec(path: Union[str, Path], overrides: Sequence[str] = (), check_env: 
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError([f"{where}invalid YAML ({problem})"], str(p)) from None
     return parse_spec(data, overrides, source=str(p), check_env=check_env)
+
+
+# `rlenv.spec(id)` is the registry lookup of the public API, but importing this submodule makes
+# Python bind `rlenv.spec` to the module. Making the module callable (forwarding to
+# `rlenv.registry.spec`) keeps `rlenv.spec("arithmetic-v0")` working whichever one is bound.
+class _CallableSpecModule(type(importlib)):
+    def __call__(self, id: str):
+        """``rlenv.spec(id)``: the :class:`rlenv.registry.EnvSpec` registered under ``id``."""
+        from .registry import spec as registry_spec
+
+        return registry_spec(id)
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__].__class__ = _CallableSpecModule

@@ -79,6 +79,14 @@ def test_make_rejects_bad_kwargs_and_non_envs(temp_ids):
         rlenv.make("notenv-v0")
 
 
+def test_spec_stays_callable_after_importing_the_spec_module():
+    import rlenv.spec as spec_module  # Python binds rlenv.spec to the submodule on import
+
+    assert rlenv.spec("arithmetic-v0").id == "arithmetic-v0"
+    assert spec_module("arithmetic-v0") is rlenv.registry.spec("arithmetic-v0")
+    assert callable(spec_module.load_spec)
+
+
 def test_listing_and_pprint(capsys):
     text = rlenv.pprint_registry()
     assert "arithmetic-v0" in text and "arithmetic-v0" in capsys.readouterr().out

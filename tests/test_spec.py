@@ -69,7 +69,7 @@ def test_yaml_scientific_notation_is_a_float(tmp_path):
     ({"engine": {"sampling": {"top_p": 0}}}, "engine.sampling.top_p: Input should be greater than 0"),
     ({"engine": {"name": "tgi"}}, "engine.name: Input should be 'hf', 'vllm' or 'openai'"),
     ({"model": {"path": "x", "lora": {"r": 0}}}, "model.lora.r: Input should be greater than 0"),
-    ({"env": {"id": "arithmetc-v0"}}, "env.id: Env `arithmetc-v0` not found. Did you mean `arithmetic-v0`?"),
+    ({"env": {"id": "arithmetc-v0"}}, "env.id: Env `arithmetc-v0` not found. Did you mean `arithmetic-v0`"),
     ({"seed": "abc"}, "seed: Input should be a valid integer"),
     ({"engine": {"name": "openai"}}, "engine.name: `openai` can only serve eval"),
 ])
