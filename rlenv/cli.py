@@ -3,7 +3,7 @@
     rlenv envs                                   list registered envs
     rlenv verifiers                              list registered verifiers
     rlenv check SPEC.yaml [key=value …]          validate a run spec, nothing heavy runs
-    rlenv eval ENV_ID --model PATH [-n N] [-k K] [--out samples.jsonl]
+    rlenv eval ENV_ID --model PATH [-n N] [-k K] [--num-tasks T] [--out samples.jsonl]
     rlenv train SPEC.yaml [key=value …]          run the spec's stages
 
 Bad input (a spec error, an unknown env id, a bad override) prints one line per problem to stderr
@@ -14,7 +14,6 @@ inside the command that needs them.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 from typing import Callable, Optional, Sequence
@@ -54,14 +53,6 @@ def _optional(module: str, attr: str, what: str) -> Callable:
     if fn is None:
         raise CLIError(f"{what} is not yet available in this version ({module}.{attr} is missing)", code=1)
     return fn
-
-
-def _call_with_supported(fn: Callable, **kwargs):
-    """Call ``fn`` with the keyword arguments it accepts (all of them if it takes ``**kwargs``)."""
-    params = inspect.signature(fn).parameters
-    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return fn(**kwargs)
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -110,24 +101,37 @@ def _parse_kv(items: Sequence[str], what: str) -> dict:
     return out
 
 
+def _ks(raw: str) -> list[int]:
+    try:
+        ks = sorted({int(x) for x in str(raw).split(",") if x.strip()})
+    except ValueError:
+        raise CLIError(f"-k {raw!r}: give an integer or a comma-separated list like 1,4") from None
+    if not ks or ks[0] < 1:
+        raise CLIError(f"-k {raw!r}: every k must be ≥ 1")
+    return ks
+
+
 def cmd_eval(args) -> int:
     from . import registry
 
     env_kwargs = _parse_kv(args.env_kwargs, "--env-kwarg")
+    ks = _ks(args.k)
+    n = args.n if args.n is not None else max(ks)
+    if n < max(ks):
+        raise CLIError(f"-n {n} is smaller than -k {max(ks)}: pass@k needs n ≥ k samples per task")
+    if args.num_tasks is not None and args.num_tasks < 1:
+        raise CLIError(f"--num-tasks must be ≥ 1, got {args.num_tasks}")
     try:
-        registry.spec(args.env_id)
+        env = registry.make(args.env_id, **env_kwargs)
     except LookupError as e:
         raise CLIError(str(e)) from None
-    if args.n < 1 or args.k < 1:
-        raise CLIError(f"-n and -k must be ≥ 1, got -n {args.n} -k {args.k}")
+    except (TypeError, ValueError) as e:  # the env factory rejected --env-kwarg values
+        raise CLIError(str(e)) from None
     evaluate = _optional("rlenv.evaluation", "evaluate", "rlenv eval")
-    result = _call_with_supported(
-        evaluate, env_id=args.env_id, model=args.model, n=args.n, k=args.k, out=args.out,
-        engine=args.engine, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-        seed=args.seed, env_kwargs=env_kwargs)
-    if result is not None:
-        summary = result if isinstance(result, dict) else getattr(result, "__dict__", {"result": str(result)})
-        print(json.dumps(summary, indent=2, default=str))
+    result = evaluate(env, args.model, n=n, k=ks, num_tasks=args.num_tasks, out=args.out,
+                      temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                      engine=args.engine)
+    print(json.dumps(result, indent=2, default=str))
     return 0
 
 
@@ -160,12 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("eval", help="pass@k of a model on an env",
-                       description="Sample K completions for each of N tasks of ENV_ID, score them with the "
-                       "env's verifiers, report pass@k and write the samples as jsonl.")
+                       description="Sample N completions for each of --num-tasks tasks of ENV_ID, score them "
+                       "with the env's verifiers, report pass@k (unbiased estimator) and write the samples as jsonl.")
     s.add_argument("env_id", metavar="ENV_ID")
     s.add_argument("--model", required=True, help="checkpoint dir, hub id or preset:tiny")
-    s.add_argument("-n", type=int, default=100, help="number of tasks (default 100)")
-    s.add_argument("-k", type=int, default=1, help="completions per task, for pass@1..k (default 1)")
+    s.add_argument("-n", type=int, default=None, help="completions sampled per task (default: the largest k)")
+    s.add_argument("-k", default="1", help="report pass@k for this k, or a list like 1,4 (default 1)")
+    s.add_argument("--num-tasks", type=int, default=100, help="number of tasks (default 100)")
     s.add_argument("--out", default=None, help="write every sample to this jsonl file")
     s.add_argument("--engine", default="hf", choices=["hf", "vllm", "openai"])
     s.add_argument("--temperature", type=float, default=None, help="default: greedy for k=1, 1.0 otherwise")

@@ -91,3 +91,18 @@ def test_no_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as ei:
         main([])
     assert ei.value.code == 2
+
+
+def test_eval_end_to_end(micro_model_dir, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "samples.jsonl"
+    code = main(["eval", "arithmetic-v0", "--model", micro_model_dir, "-n", "2", "-k", "1,2",
+                 "--num-tasks", "3", "--max-new-tokens", "6", "--out", str(out), "--env-kwarg", "digits=1"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_tasks"] == 3 and result["n"] == 2 and 0.0 <= result["pass@2"] <= 1.0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6 and {"completion", "reward", "scores"} <= set(rows[0])
+    assert main(["eval", "arithmetic-v0", "--model", micro_model_dir, "-n", "1", "-k", "2"]) == 2
+    assert "n ≥ k" in capsys.readouterr().err
