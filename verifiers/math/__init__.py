@@ -146,10 +146,6 @@ class MathVerifier:
         return results
 
 
-# Registration under the name "math" once the verifier registry (verifiers/registry.py) exists.
-try:  # pragma: no cover - depends on the order in which the package lands
-    from ..registry import register as _register
+from ..registry import register as _register  # noqa: E402 - after the class it registers
 
-    _register("math")(MathVerifier)
-except ImportError:
-    pass
+_register("math", MathVerifier)

@@ -108,11 +108,21 @@ def extract_answer(text: str) -> Optional[str]:
     words = prose_words(text)
     has_math = _MATH_SPAN.search(text) is not None
     if not words or (len(words) == 1 and not has_math):
-        return text.strip()
+        return _unwrap_math(text.strip())
     phrase = _after_phrase(text)
     if phrase and phrase != text:
         return extract_answer(phrase)
     return _last_span_or_number(text)
+
+
+def _unwrap_math(s: str) -> str:
+    """``$x$`` / ``\\(x\\)`` / ``$$x$$`` → ``x`` when the delimiters enclose the whole answer."""
+    for a, b in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if s.startswith(a) and s.endswith(b) and len(s) > len(a) + len(b):
+            inner = s[len(a):len(s) - len(b)]
+            if a not in inner and b not in inner:
+                return inner.strip()
+    return s
 
 
 def _strip_math(s: str) -> str:
