@@ -19,6 +19,7 @@ import difflib
 import importlib
 import re
 import threading
+import warnings
 from typing import Any, Callable, Optional, Union
 
 from .plugins import ENV_GROUP, load_plugins
@@ -96,6 +97,7 @@ class EnvSpec:
 #: id -> EnvSpec of everything registered so far (read it through :func:`spec` / :func:`envs`)
 registry: dict[str, EnvSpec] = {}
 _loaded = False
+_load_errors: list[str] = []
 _lock = threading.RLock()
 
 
@@ -108,7 +110,11 @@ def _ensure_loaded() -> None:
         if _loaded:
             return
         _loaded = True  # before importing: task modules call register(), which must not recurse
-        importlib.import_module("tasks")
+        try:
+            importlib.import_module("tasks")
+        except Exception as e:  # a broken built-in must not take the plugins (or a user's envs) down
+            _load_errors.append(f"the built-in tasks failed to import ({type(e).__name__}: {e})")
+            warnings.warn(f"rlenv: {_load_errors[-1]}; built-in envs are unavailable", RuntimeWarning, stacklevel=3)
         load_plugins(ENV_GROUP)
 
 
@@ -180,7 +186,11 @@ def spec(id: str) -> EnvSpec:
             hint = f" Did you mean {' or '.join(f'`{c}`' for c in close)}?"
         elif isinstance(id, str) and not ENV_ID_RE.match(id):
             hint = " Env ids carry a version, like `name-v0`."
-    raise EnvNotFoundError(f"Env `{id}` not found.{hint} Run `rlenv envs` to list registered envs.")
+    from .plugins import plugin_errors
+
+    broken = _load_errors + [str(e) for e in plugin_errors(ENV_GROUP)]
+    note = f" (Note: {'; '.join(broken)}.)" if broken else ""
+    raise EnvNotFoundError(f"Env `{id}` not found.{hint} Run `rlenv envs` to list registered envs.{note}")
 
 
 def make(id: Union[str, EnvSpec], **overrides) -> Any:
