@@ -238,12 +238,17 @@ def _num_close(a, b, tol) -> bool:
 
 
 def _random_points_equal(a, b, symbols, tol) -> bool:
-    """Evaluate both at 4 random points: equal expressions agree everywhere they are defined."""
+    """Evaluate both at random points of both signs: equal expressions agree wherever both are real.
+
+    Points where either side is undefined or not real are skipped (``\\sqrt{x}`` at x < 0); at least
+    two points must agree and none may disagree. Negative points are what tell ``|x|`` from ``x``.
+    """
     rng = random.Random(12345)
     symbols = sorted(symbols, key=str)
     agreed = 0
-    for _ in range(6):
-        point = {s: sp.Float(rng.uniform(0.2, 2.3), 30) for s in symbols}
+    for k in range(8):
+        sign = 1 if k % 2 == 0 else -1
+        point = {s: sp.Float(sign * rng.uniform(0.2, 2.3), 30) for s in symbols}
         try:
             x = complex(a.evalf(30, subs=point))
             y = complex(b.evalf(30, subs=point))
@@ -251,9 +256,10 @@ def _random_points_equal(a, b, symbols, tol) -> bool:
             continue
         if any(map(math.isnan, (x.real, x.imag, y.real, y.imag))) or math.isinf(abs(x)) or math.isinf(abs(y)):
             continue
-        if abs(x - y) > tol * max(abs(x), abs(y), 1e-9) and abs(x - y) > 1e-10:
+        scale = max(abs(x), abs(y), 1e-9)
+        if sign < 0 and (abs(x.imag) > tol * scale or abs(y.imag) > tol * scale):
+            continue  # outside the real domain of one side
+        if abs(x - y) > tol * scale and abs(x - y) > 1e-10:
             return False
         agreed += 1
-        if agreed >= 4:
-            return True
     return agreed >= 2
