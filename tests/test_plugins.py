@@ -6,8 +6,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 PKG = "rlenv_plugin_demo"
 
 PYPROJECT = f"""

@@ -7,7 +7,7 @@ import pytest
 
 import rlenv
 from rlenv import DuplicateEnvError, EnvNotFoundError, SingleTurnEnv, Task
-from rlenv.registry import registry, unregister
+from rlenv.registry import unregister
 from verifiers.rubric import Rubric
 
 
