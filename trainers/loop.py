@@ -274,6 +274,10 @@ class BaseTrainer:
         if not micro or len(micro) % c.gradient_accumulation_steps:
             raise ValueError(f"a step produced {len(micro)} micro-batches; it must be a positive multiple of "
                              f"gradient_accumulation_steps={c.gradient_accumulation_steps}")
+        # accelerate's GradientState is a process-wide singleton: another trainer built later (the
+        # next stage of a pipeline) may have changed it, so state ours before accumulating
+        acc.gradient_accumulation_steps = c.gradient_accumulation_steps
+        acc.step = 0
         sums: dict = {}
         grad_norms = []
         self.model.train()
