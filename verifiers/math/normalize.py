@@ -19,8 +19,8 @@ _DROP = (
 )
 _RENAME = (
     ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\cfrac", "\\frac"), ("\\dbinom", "\\binom"),
-    ("\\tbinom", "\\binom"), ("\\le ", "\\leq "), ("\\ge ", "\\geq "), ("\\leqslant", "\\leq"),
-    ("\\geqslant", "\\geq"), ("\\ne ", "\\neq "), ("\\lt", "<"), ("\\gt", ">"), ("\\textnormal", "\\text"),
+    ("\\tbinom", "\\binom"), ("\\leqslant", "\\leq"),
+    ("\\geqslant", "\\geq"), ("\\lt", "<"), ("\\gt", ">"), ("\\textnormal", "\\text"),
     ("\\textbf", "\\text"), ("\\textit", "\\text"), ("\\mbox", "\\text"), ("\\operatorname", "\\text"),
     ("\\emph", "\\text"), ("\\tiny", ""), ("\\dots", ""), ("\\ldots", ""), ("\\cdots", ""),
     ("\\mathbb", ""),
@@ -35,6 +35,7 @@ _PERCENT = re.compile(r"\\%|%|\s(?:percent(?:age)?|pct)\b")
 _THOUSANDS = re.compile(r"(?<![\d.(\[{,])(\d{1,3})((?:,\d{3})+)(?![\d,])")
 _THIN_THOUSANDS = re.compile(r"(?<=\d)\s?\{\s?,\s?\}\s?(?=\d{3})|(?<=\d),\\!(?=\s?\d{3})")
 _SPACE_THOUSANDS = re.compile(r"(?<![\d.,])(\d{1,3})((?: \d{3})+)(?![\d.,])")
+_SHORT_REL = re.compile(r"\\(le|ge|ne)(?![a-zA-Z])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _ESCAPED_CMD = re.compile(r"(?<!\\)\\\\(?=[a-zA-Z]{2,})")
 _FRAC_SHORT = re.compile(r"\\frac\s*(\d)\s*(\d)")
@@ -88,6 +89,7 @@ def normalize(s: str) -> str:
     """Canonical LaTeX-ish text of one final answer (see the module docstring)."""
     s = _CONTROL.sub("", strip_delimiters(s)).replace('\\"', " ").replace('"', " ")  # quoted answers
     s = _ESCAPED_CMD.sub(r"\\", s)  # "\\frac" from double-escaped JSON/LaTeX is "\frac"
+    s = _SHORT_REL.sub(r"\\\1q ", s)  # \le, \ge, \ne → \leq, \geq, \neq
     for old, new in _RENAME:
         s = s.replace(old, new)
     s = _THIN_THOUSANDS.sub("", s)  # 14{,}916 and 11,\!111 are one number
