@@ -259,7 +259,7 @@ class ThreadRunner:
         for i in range(0, len(calls), size):
             self._q.put(list(calls[i:i + size]))
         limits = [c.timeout for c in calls if c.timeout is not None]
-        tick = min([0.05] + [max(0.002, t / 10) for t in limits[:1]])
+        tick = max(0.002, min([0.5] + limits) / 10) if limits else 0.05
         t_end = None if deadline is None else time.monotonic() + deadline
         pending = list(calls)
         while not batch.done.wait(tick):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional, Sequence
 
-from .base import ScoreResult, VerifyResult, completion_text, verifier_name
+from .base import FAILED, NOT_APPLICABLE, ScoreResult, VerifyResult, completion_text, verifier_name
 from .isolation import (DEFAULT_TIMEOUT, Call, FailureCounter, failure_result, outcome,
                         process_runner, run_calls)
 
@@ -202,8 +202,10 @@ class Rubric:
             plans.append((c, cs, cover))
             calls.extend(cs)
         run_calls(calls, self.batch_timeout)
-        per_comp = {c.name: self._collect(c, cs, cover, n) for c, cs, cover in plans}
-        return [self.combine({name: res[i] for name, res in per_comp.items()}) for i in range(n)]
+        names = [c.name for c, _, _ in plans]
+        columns = [self._collect(c, cs, cover, n) for c, cs, cover in plans]
+        return [self.combine(dict(zip(names, row))) for row in zip(*columns)] if columns else \
+            [self.combine({}) for _ in range(n)]
 
     def _collect(self, c: Component, calls: list, cover: Optional[list], n: int) -> list:
         if cover is None:  # one call per sample
@@ -251,28 +253,29 @@ class Rubric:
         sample failed (masked out of the loss) instead of silently counting as 0.
         """
         total, failed = 0.0, False
-        comps = {}
+        comps, verdicts, details = {}, {}, {}
         for c in self.components:
-            r = results[c.name]
-            comps[c.name] = r.reward
-            if c.weight == 0 or not r.applicable:
+            name = c.name
+            r = results[name]
+            comps[name], verdicts[name] = r.reward, r.verdict
+            if r.details:
+                details[name] = r.details
+            if c.weight == 0 or r.verdict == NOT_APPLICABLE:
                 continue
-            if r.failed:
+            if r.verdict == FAILED:
                 failed = True
                 continue
             if c.gate is not None:
                 g = results[c.gate]
-                if g.failed:
+                if g.verdict == FAILED:
                     failed = True
                     continue
-                if g.applicable and g.reward < c.gate_threshold:
+                if g.verdict != NOT_APPLICABLE and g.reward < c.gate_threshold:
                     continue
             total += c.weight * r.reward
-        verdicts = {k: r.verdict for k, r in results.items()}
-        details = {k: r.details for k, r in results.items() if r.details}
         correct = None
         m = results.get(self._main) if self._main is not None else None
-        if m is not None and m.verdict not in ("failed", "n/a"):
+        if m is not None and m.verdict not in (FAILED, NOT_APPLICABLE):
             correct = m.reward >= 1.0
         return ScoreResult(float(total), comps, failed, verdicts, details, correct)
 
