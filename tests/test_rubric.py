@@ -7,7 +7,6 @@ import asyncio
 import pytest
 
 import rlenv
-import verifiers
 from rlenv.core import Task
 from verifiers import Component, Rubric, VerifyResult, score_metrics
 from verifiers.format import TagFormat

@@ -8,7 +8,6 @@ import math
 
 import pytest
 
-import verifiers
 from rlenv.core import Task
 from verifiers import Component, Rubric
 from verifiers.trl_compat import (TRLRewardVerifier, from_trl, is_trl_reward_function, row_to_task, task_to_row,

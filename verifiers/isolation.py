@@ -33,7 +33,7 @@ from .base import VerifyResult
 
 __all__ = ["DEFAULT_TIMEOUT", "FailureCounter", "FAILURES", "Call", "ThreadRunner", "ProcessRunner",
            "VerifierTimeout", "call_verifier", "run_calls", "failure_result", "thread_runner",
-           "process_runner"]
+           "process_runner", "in_process", "outcome"]
 
 log = logging.getLogger("verifiers")
 
@@ -465,10 +465,15 @@ def process_runner() -> ProcessRunner:
         return _runners["process"]
 
 
-def in_process(fn: Callable, timeout: Optional[float]) -> Call:
-    """Wrap ``fn`` so that a :class:`Call` of it runs in the process runner; the thread that waits
-    needs no limit of its own because the process runner enforces ``timeout`` itself."""
-    return Call(lambda *a: process_runner().call(fn, a, timeout), timeout=None)
+def in_process(fn: Callable, timeout: Optional[float]) -> Callable:
+    """``fn`` wrapped to run in the shared :class:`ProcessRunner` under ``timeout`` seconds. A
+    :class:`Call` of the wrapper needs no thread-level limit of its own (pass ``timeout=None``):
+    the process runner enforces the limit and kills the worker."""
+
+    def run(*args):
+        return process_runner().call(fn, args, timeout)
+
+    return run
 
 
 def run_calls(calls: Sequence[Call], deadline: Optional[float] = None) -> None:
@@ -487,11 +492,9 @@ def call_verifier(fn: Callable, *args, timeout: Optional[float] = DEFAULT_TIMEOU
     from .base import verifier_name
 
     name = name or verifier_name(fn)
-    if heavy:
-        c = Call(lambda *a: process_runner().call(fn, a, timeout), args, None)
-    else:
-        c = Call(fn, args, timeout)
-    run_calls([c], None if timeout is None else (timeout + 30.0 if heavy else None))
+    c = Call(in_process(fn, timeout), args, None) if heavy else Call(fn, args, timeout)
+    # a heavy call is bounded by its worker's limit; the extra deadline only guards the wait for a worker
+    run_calls([c], timeout + 30.0 if heavy and timeout is not None else None)
     return outcome(c, name, counter)
 
 

@@ -25,8 +25,7 @@ import dataclasses
 from typing import Any, Optional, Sequence
 
 from .base import FAILED, NOT_APPLICABLE, ScoreResult, VerifyResult, completion_text, verifier_name
-from .isolation import (DEFAULT_TIMEOUT, Call, FailureCounter, failure_result, outcome,
-                        process_runner, run_calls)
+from .isolation import DEFAULT_TIMEOUT, Call, FailureCounter, failure_result, in_process, outcome, run_calls
 
 __all__ = ["Component", "Rubric", "score_metrics"]
 
@@ -167,8 +166,7 @@ class Rubric:
         """A function args -> Call for component ``c`` (limits resolved once per batch)."""
         limit = self._limit(c)
         if c.heavy:  # the process runner enforces the limit itself (and kills the worker)
-            fn = c.fn
-            run = lambda *a: process_runner().call(fn, a, limit)  # noqa: E731
+            run = in_process(c.fn, limit)
             return lambda args: Call(run, args, None)
         fn = c.fn
         return lambda args: Call(fn, args, limit)
