@@ -161,6 +161,11 @@ def test_heavy_component_runs_in_a_process_inside_a_rubric():
     assert not any(r.failed for r in res)  # weight 0: logged, and its failure does not mask the sample
 
 
+def test_unpicklable_heavy_verifier_is_refused_up_front():
+    with pytest.raises(TypeError, match="cannot be pickled for process isolation"):
+        Component(lambda c, t: 1.0, name="anon", isolation="process")
+
+
 def test_async_verifier_timeout_and_result():
     import asyncio
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import inspect
+import itertools
 import logging
 import multiprocessing as mp
 import os
@@ -333,6 +334,15 @@ def _serve(conn) -> None:
             conn.send(("err", f"verifier returned an unpicklable value: {type(e).__name__}: {e}"))
 
 
+def pickled(fn: Callable) -> bytes:
+    """``fn`` pickled for a worker process, or a ``TypeError`` that says what to do."""
+    try:
+        return pickle.dumps(fn)
+    except Exception as e:
+        raise TypeError(f"verifier {fn!r} cannot be pickled for process isolation ({type(e).__name__}: {e}); "
+                        f"define it at module level, or use isolation='thread'") from None
+
+
 class _Proc:
     def __init__(self, ctx):
         self.conn, child = ctx.Pipe()
@@ -368,18 +378,17 @@ class ProcessRunner:
         self._lock = threading.Lock()
         self._started = 0
         self._blobs: dict = {}  # id(verifier) -> (token, pickled bytes, verifier kept alive)
+        self._tokens = itertools.count(1)
         self.killed = 0
 
     def _token(self, fn: Callable) -> tuple[int, bytes]:
         with self._lock:
             entry = self._blobs.get(id(fn))
             if entry is None or entry[2] is not fn:
-                try:
-                    blob = pickle.dumps(fn)
-                except Exception as e:
-                    raise TypeError(f"verifier {fn!r} cannot be pickled for process isolation ({e}); "
-                                    f"define it at module level or use isolation='thread'") from None
-                entry = (len(self._blobs) + 1, blob, fn)
+                blob = pickled(fn)
+                if len(self._blobs) >= 256:  # many throwaway verifiers: forget the old ones
+                    self._blobs.clear()
+                entry = (next(self._tokens), blob, fn)  # tokens are never reused: workers cache by them
                 self._blobs[id(fn)] = entry
             return entry[0], entry[1]
 

@@ -25,7 +25,8 @@ import dataclasses
 from typing import Any, Optional, Sequence
 
 from .base import FAILED, NOT_APPLICABLE, ScoreResult, VerifyResult, completion_text, verifier_name
-from .isolation import DEFAULT_TIMEOUT, Call, FailureCounter, failure_result, in_process, outcome, run_calls
+from .isolation import (DEFAULT_TIMEOUT, Call, FailureCounter, failure_result, in_process, outcome, pickled,
+                        run_calls)
 
 __all__ = ["Component", "Rubric", "score_metrics"]
 
@@ -77,6 +78,8 @@ class Component:
         except (TypeError, ValueError):
             raise TypeError(f"Component {self.name!r}: weight must be a number, got {self.weight!r}") from None
         self.mode, self.fn = _call_shape(self.verifier, self.name)
+        if self.heavy:
+            pickled(self.fn)  # fail now, with a clear message, not once per sample later
 
     @property
     def heavy(self) -> bool:
