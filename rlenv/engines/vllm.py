@@ -105,8 +105,10 @@ class VLLMEngine(Engine):
     (written to a temporary checkpoint first; then pass ``tokenizer=`` too). ``dtype="auto"`` means float32
     on CPU (so log-probs match an fp32 trainer) and the checkpoint's dtype on GPU. In server mode,
     ``server_url`` connects to a running ``vllm serve`` started with ``VLLM_SERVER_DEV_MODE=1`` and
-    ``--logprobs-mode processed_logprobs``; without it the engine starts one itself on a free
-    loopback port and stops it on :meth:`close`. Extra keyword arguments go to ``vllm.LLM``.
+    ``--logprobs-mode processed_logprobs`` (``served_model_name`` if it serves another name); synced
+    weights are written under ``sync_dir``, which that server must be able to read. Without
+    ``server_url`` the engine starts a server itself on a free loopback port and stops it on
+    :meth:`close`. Extra keyword arguments go to ``vllm.LLM``.
     """
 
     def __init__(self, model: Any, *, tokenizer: Any = None, mode: str = "colocate", dtype: str = "auto",
@@ -114,9 +116,14 @@ class VLLMEngine(Engine):
                  tensor_parallel_size: int = 1, max_model_len: Optional[int] = None, seed: int = 0,
                  sync_timeout: float = 300.0, sync_bucket_mb: float = 256.0,
                  server_url: Optional[str] = None, startup_timeout: float = 600.0,
-                 sync_dir: Optional[str] = None, **llm_kwargs):
+                 sync_dir: Optional[str] = None, served_model_name: Optional[str] = None,
+                 **llm_kwargs):
         if mode not in ("colocate", "server"):
             raise ValueError(f"mode={mode!r}: choose 'colocate' (vLLM in this process) or 'server'")
+        if mode == "colocate" and tensor_parallel_size != 1:
+            # weights are handed to the worker as in-process tensors; TP workers live elsewhere
+            raise ValueError(f"tensor_parallel_size={tensor_parallel_size} needs mode='server' (the "
+                             "server reloads synced weights from disk on every TP worker)")
         vllm = import_vllm()
         from transformers import AutoTokenizer
 
@@ -162,12 +169,14 @@ class VLLMEngine(Engine):
             torch.set_num_threads(threads)
             self._vllm_sampling = vllm.SamplingParams
         else:
+            self._owned_sync = sync_dir is None  # ours to delete on close
             self._sync_root = Path(sync_dir or tempfile.mkdtemp(prefix="rlenv-vllm-sync-"))
             self._sync_count = 0
             if server_url is None:
                 server_url = self._start_server(seed, tensor_parallel_size, max_model_len,
                                                 gpu_memory_utilization, startup_timeout)
-            self.client = OpenAIEngine(server_url, model=self.model_path, tokenizer=self.tokenizer,
+            self.client = OpenAIEngine(server_url, model=served_model_name or self.model_path,
+                                       tokenizer=self.tokenizer,
                                        render_chat_locally=True, timeout=max(120.0, sync_timeout),
                                        extra_body={"return_token_ids": True})
             self.client.wait_until_ready(startup_timeout)
@@ -198,7 +207,7 @@ class VLLMEngine(Engine):
         deadline = time.monotonic() + startup_timeout
         while time.monotonic() < deadline:
             if self.server.poll() is not None:
-                raise RuntimeError(f"`vllm serve` exited with code {self.server.returncode} while "
+                raise RuntimeError(f"the vLLM server exited with code {self.server.returncode} while "
                                    f"starting; its log ends with:\n{self._server_log_tail()}")
             try:
                 probe.wait_until_ready(timeout=2)
@@ -206,9 +215,10 @@ class VLLMEngine(Engine):
                 return url
             except OpenAIEngineError:
                 continue
+        tail = self._server_log_tail()
         self.close()
-        raise RuntimeError(f"`vllm serve` did not answer within {startup_timeout:.0f} s; log tail:\n"
-                           f"{self._server_log_tail()}")
+        raise RuntimeError(f"the vLLM server did not answer within {startup_timeout:.0f} s (raise "
+                           f"startup_timeout= if the machine is just slow); log tail:\n{tail}")
 
     def _server_log_tail(self, n: int = 3000) -> str:
         try:
@@ -335,6 +345,11 @@ class VLLMEngine(Engine):
                 self.server.kill()
                 self.server.wait()
         self.server = None
+        if getattr(self, "_server_log", None) is not None:
+            self._server_log.close()
+            self._server_log = None
+        if getattr(self, "_owned_sync", False):
+            shutil.rmtree(self._sync_root, ignore_errors=True)
         if self.llm is not None:
             del self.llm
             self.llm = None
