@@ -126,6 +126,7 @@ class HFEngine(Engine):
         self.device = next(self._net.parameters()).device
         self.dtype = next(self._net.parameters()).dtype
         self.eos_ids = eos_token_ids(self._net, self.tokenizer)
+        self._eos_tensor = torch.tensor(self.eos_ids or [-1], dtype=torch.long, device=self.device)
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0))
         impl = getattr(self.config, "_attn_implementation", "sdpa") or "sdpa"
@@ -241,10 +242,8 @@ class HFEngine(Engine):
         return [rows[r * n:(r + 1) * n] for r in range(P)]
 
     def _is_eos(self, tokens: torch.Tensor) -> torch.Tensor:
-        if not self.eos_ids:
-            return torch.zeros_like(tokens, dtype=torch.bool)
-        eos = torch.tensor(self.eos_ids, device=tokens.device)
-        return (tokens[:, None] == eos).any(-1)
+        # compared against a tensor made once: a host-to-device copy inside a CUDA graph capture fails
+        return (tokens[:, None] == self._eos_tensor).any(-1)
 
     def _all_done(self, st: _DecodeState, steps: int, stops: list) -> bool:
         """The host check: mark rows whose text holds a stop string finished; are all rows done?"""
