@@ -117,11 +117,21 @@ class BaseTrainer:
 
             env = rlenv.make(env)
         self.env = env
-        self.accelerator = Accelerator(
-            mixed_precision=_mixed_precision(config.mixed_precision),
-            gradient_accumulation_plugin=GradientAccumulationPlugin(
-                num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False),
-            step_scheduler_with_optimizer=False)
+        kwargs = dict(mixed_precision=_mixed_precision(config.mixed_precision),
+                      gradient_accumulation_plugin=GradientAccumulationPlugin(
+                          num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False),
+                      step_scheduler_with_optimizer=False)
+        try:
+            self.accelerator = Accelerator(**kwargs)
+        except ValueError as e:
+            # accelerate keeps one process-wide state; a single process that built an Accelerator
+            # with another precision before (a previous stage, another library) may start afresh
+            from accelerate.state import AcceleratorState, PartialState
+
+            if "already been initialized" not in str(e) or PartialState().num_processes > 1:
+                raise
+            AcceleratorState._reset_state(reset_partial_state=True)
+            self.accelerator = Accelerator(**kwargs)
         self.device = self.accelerator.device
         set_seed(config.seed)
         model, self.tokenizer = load_model(model, kind=self.model_kind, dtype=config.model_dtype,
