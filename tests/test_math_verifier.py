@@ -198,3 +198,23 @@ def test_math_verifier_scores_and_registers():
     results = v.score_batch(["\\boxed{1/2}", "no idea", "#### 0.5"], [task] * 3)
     assert [r.reward for r in results] == [1.0, 0.0, 1.0]
     assert isinstance(verifiers.get("math"), MathVerifier)
+
+
+def _score_in_daemon(q):
+    q.put([r.reward for r in MathVerifier().score_batch(["\\boxed{0.5}", "\\boxed{2}"], ["1/2", "1/2"])])
+
+
+def test_works_inside_a_daemonic_worker_process():
+    """verifiers.workers.ProcessRunner runs heavy verifiers in daemon processes, which may not fork."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_score_in_daemon, args=(q,), daemon=True)
+    p.start()
+    try:
+        assert q.get(timeout=60) == [1.0, 0.0]
+    finally:
+        p.join(10)
+        if p.is_alive():
+            p.kill()

@@ -14,6 +14,7 @@ process and a hostile answer (``9**9**9**9``) costs at most ``timeout`` seconds 
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import re
 import threading
@@ -106,11 +107,29 @@ def is_equivalent_batch(pairs: Iterable[Sequence[str]], timeout: float = DEFAULT
         jobs.append((g, p))
         where.append(k)
     if jobs:
-        n = workers or min(4, os.cpu_count() or 1)
-        res = _pool(n).map(jobs, timeout=timeout, on_timeout=False)
-        for k, r in zip(where, res):
+        for k, r in zip(where, _run_jobs(jobs, timeout, workers)):
             out[k] = bool(r is True)
     return out
+
+
+def _run_jobs(jobs: list, timeout: float, workers: Optional[int]) -> list:
+    """Compare in the worker pool; inside a daemonic process (which may not have children, e.g. a
+    ``verifiers.workers.ProcessRunner`` worker — itself killed on overrun) compare in-process."""
+    if mp.current_process().daemon:
+        from .compare import judge
+
+        out = []
+        for g, p in jobs:
+            try:
+                out.append(judge(g, p))
+            except Exception:  # noqa: BLE001 - never raise on any string
+                out.append(False)
+        return out
+    n = workers or min(4, os.cpu_count() or 1)
+    try:
+        return _pool(n).map(jobs, timeout=timeout, on_timeout=False)
+    except Exception:  # noqa: BLE001 - e.g. no processes left: a failed comparison is a False, not a crash
+        return [False] * len(jobs)
 
 
 class MathVerifier:
