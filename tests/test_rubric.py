@@ -204,3 +204,29 @@ def test_every_component_lands_in_env_info_and_metrics():
 def test_conversation_completions_are_scored_on_the_last_assistant_turn():
     transcript = [{"role": "assistant", "content": "first try"}, {"role": "assistant", "content": GOOD}]
     assert Rubric([correct]).score(transcript, Task("q", "4")).reward == 1.0
+
+
+def test_call_limits_batch_calls_and_the_verifiers_own_timeout_attribute():
+    import time
+
+    class SlowBatch:
+        """Like verifiers.math: `timeout` is its own per-item limit, not a limit on the batch call."""
+
+        name = "slow_batch"
+        timeout = 0.05
+
+        def score_batch(self, completions, tasks):
+            time.sleep(0.3)  # longer than `timeout`, fine for the batch call
+            return [1.0] * len(completions)
+
+    rubric = Rubric([SlowBatch()])
+    assert rubric._limit(rubric.components[0]) == rubric.batch_call_timeout
+    assert all(r.reward == 1.0 for r in rubric.score_batch(["a", "b"], [Task("q")] * 2))
+
+    def sleepy(completion, task):
+        time.sleep(5)
+        return 1.0
+
+    sleepy.call_timeout = 0.2  # a verifier may declare its own call limit
+    r = Rubric([sleepy]).score("a", Task("q"))
+    assert r.failed and r.details["sleepy"]["failure"] == "timeout"

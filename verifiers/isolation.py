@@ -30,7 +30,8 @@ from typing import Any, Callable, Optional, Sequence
 from .base import VerifyResult
 from .workers import ProcessRunner, VerifierTimeout, pickled
 
-__all__ = ["DEFAULT_TIMEOUT", "FailureCounter", "FAILURES", "Call", "ThreadRunner", "ProcessRunner",
+__all__ = ["DEFAULT_TIMEOUT", "DEFAULT_BATCH_CALL_TIMEOUT", "FailureCounter", "FAILURES", "Call", "ThreadRunner",
+           "ProcessRunner",
            "VerifierTimeout", "call_verifier", "run_calls", "failure_result", "thread_runner",
            "process_runner", "in_process", "outcome"]
 
@@ -38,6 +39,8 @@ log = logging.getLogger("verifiers")
 
 #: seconds one verifier call may take unless the component or the verifier says otherwise
 DEFAULT_TIMEOUT = 30.0
+#: seconds one ``score_batch``/``score_group`` call may take (it covers many samples)
+DEFAULT_BATCH_CALL_TIMEOUT = 600.0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -67,7 +67,6 @@ class RewardModelVerifier:
     """
 
     name = "reward_model"
-    timeout = 600.0  # one call scores a whole batch; a large one on CPU takes a while
 
     def __init__(self, model: Any, tokenizer: Any = None, *, device: Optional[str] = None,
                  batch_size: int = 16, max_length: int = 2048,

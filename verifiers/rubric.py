@@ -25,8 +25,8 @@ import dataclasses
 from typing import Any, Optional, Sequence
 
 from .base import FAILED, NOT_APPLICABLE, ScoreResult, VerifyResult, completion_text, verifier_name
-from .isolation import (DEFAULT_TIMEOUT, Call, FailureCounter, failure_result, in_process, outcome, pickled,
-                        run_calls)
+from .isolation import (DEFAULT_BATCH_CALL_TIMEOUT, DEFAULT_TIMEOUT, Call, FailureCounter, failure_result,
+                        in_process, outcome, pickled, run_calls)
 
 __all__ = ["Component", "Rubric", "score_metrics"]
 
@@ -44,7 +44,11 @@ class Component:
         gate: the name of another component that must score ≥ ``gate_threshold`` for this one to
             count ("correctness counts only if the format holds").
         gate_threshold: see ``gate``.
-        timeout: seconds per call (default: the verifier's ``timeout`` attribute, else the rubric's).
+        timeout: seconds one call may take — one sample, or one whole ``score_batch`` /
+            ``score_group`` call (default: the verifier's ``call_timeout`` attribute, else the
+            rubric's ``timeout`` for per-sample calls and ``batch_call_timeout`` for the others).
+            A verifier's own ``timeout`` attribute is its business (e.g. seconds per math pair)
+            and is not read here.
         isolation: ``"thread"`` or ``"process"``; default ``"process"`` when the verifier declares
             ``heavy = True`` (CPU-bound code that may loop forever: only a process can be killed).
     """
@@ -121,13 +125,16 @@ class Rubric:
 
     Args:
         components: :class:`Component` s, ``(verifier, weight)`` pairs, or bare verifiers (weight 1).
-        timeout: default seconds per verifier call.
+        timeout: default seconds per per-sample verifier call.
+        batch_call_timeout: default seconds for one ``score_batch``/``score_group`` call of a
+            verifier (it covers many samples; verifiers such as ``math`` and ``code`` also enforce
+            their own per-item limits inside it).
         batch_timeout: optional limit in seconds for a whole :meth:`score_batch`; calls still
             pending then are marked failed.
     """
 
     def __init__(self, components: Sequence[Any], *, timeout: float = DEFAULT_TIMEOUT,
-                 batch_timeout: Optional[float] = None):
+                 batch_call_timeout: float = DEFAULT_BATCH_CALL_TIMEOUT, batch_timeout: Optional[float] = None):
         comps = []
         for c in components:
             if isinstance(c, Component):
@@ -150,6 +157,7 @@ class Rubric:
         # the component whose verdict says "correct": the first rewarded one
         self._main = next((c.name for c in comps if c.weight != 0), comps[0].name if comps else None)
         self.timeout = timeout
+        self.batch_call_timeout = batch_call_timeout
         self.batch_timeout = batch_timeout
         #: failures of this rubric's verifiers (also counted in verifiers.isolation.FAILURES)
         self.failures = FailureCounter()
@@ -162,8 +170,10 @@ class Rubric:
     def _limit(self, c: Component) -> Optional[float]:
         if c.timeout is not None:
             return c.timeout
-        t = getattr(c.verifier, "timeout", None)
-        return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else self.timeout
+        t = getattr(c.verifier, "call_timeout", None)
+        if isinstance(t, (int, float)) and not isinstance(t, bool):
+            return float(t)
+        return self.timeout if c.mode == "sample" else self.batch_call_timeout
 
     def _caller(self, c: Component):
         """A function args -> Call for component ``c`` (limits resolved once per batch)."""

@@ -68,7 +68,7 @@ class TRLRewardVerifier:
         params = inspect.signature(fn).parameters.values()
         self._takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
         self._accepts = {p.name for p in inspect.signature(fn).parameters.values()}
-        for attr in ("timeout", "heavy"):
+        for attr in ("call_timeout", "heavy"):
             if hasattr(fn, attr):
                 setattr(self, attr, getattr(fn, attr))
 
