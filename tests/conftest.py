@@ -25,3 +25,15 @@ def micro_model_dir(tmp_path_factory):
     from rlenv.models.tiny import create_tiny_model
 
     return str(create_tiny_model(tmp_path_factory.mktemp("models") / "micro", preset="micro", seed=0))
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Run a module's tiny-model work on one intra-op thread (restored afterwards): for ~1 M-parameter
+    models one thread is as fast, and it keeps tests from crawling when the CPU is oversubscribed."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,6 +12,8 @@ import pytest
 from rlenv.core import Task
 from rlenv.evaluation import evaluate, pass_at_k, write_jsonl_atomic
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
     """The definition: the share of all k-subsets of the n samples that hold a correct one."""

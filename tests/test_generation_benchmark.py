@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+import pytest
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_generation_benchmark_runs_and_prints_a_summary(capsys):

@@ -10,6 +10,8 @@ from rlenv.engines.base import SamplingParams
 from rlenv.engines.hf import HFEngine, encode_prompt
 from rlenv.engines.sampling import process_logits, sampling_logprobs
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 PROMPTS = [
     [{"role": "user", "content": "What is 12+7?"}],
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi to the whole world"}],

@@ -15,6 +15,8 @@ from rlenv.engines.hf import HFEngine, encode_prompt
 from rlenv.engines.sampling import sampling_logprobs
 from rlenv.rollout import collect_rollouts
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 TASKS = [Task("What is 1+1?", "2", id="a"), Task("Spell cat", "cat", id="b"), Task("Say yes", "yes", id="c")]
 # many one-character stop strings: random-model turns end quickly and deterministically (fixed seed)
 STOPS = list(string.ascii_letters + string.digits)
