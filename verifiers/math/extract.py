@@ -28,26 +28,42 @@ _ALLOWED_WORDS = {"and", "or", "text", "frac", "dfrac", "tfrac", "sqrt", "pi", "
 MAX_TEXT = 200_000  # longer completions are cut to their last MAX_TEXT characters
 
 
+def _box_spans(text: str, last: int = 20) -> list[tuple[int, int, str]]:
+    """(start, end, content) of the last ``last`` boxes, in order. Each box is read by
+    :func:`rlenv.parsers.parse_all_boxed` from its own marker on (a bounded window)."""
+    starts, pos = [], 0
+    while True:
+        i = min((k for k in (text.find("\\boxed", pos), text.find("\\fbox", pos)) if k >= 0), default=-1)
+        if i < 0:
+            break
+        starts.append(i)
+        pos = i + 5
+    spans = []
+    for i in starts[-last:]:
+        boxes = parse_all_boxed(text[i:i + 20_000])
+        if not boxes or not boxes[0]:
+            continue
+        end = text.find(boxes[0], i) + len(boxes[0])
+        end += text[end:end + 1] == "}"  # past the closing brace of \\boxed{…}
+        if spans and i < spans[-1][1]:  # a box nested in the previous one
+            continue
+        spans.append((i, end, boxes[0]))
+    return spans
+
+
 def _boxed_answer(text: str) -> Optional[str]:
-    boxes = parse_all_boxed(text)
-    if not boxes:
+    spans = _box_spans(text)
+    if not spans:
         return None
     # walk back from the last box while the text between two boxes is only a connector
-    picked = [boxes[-1]]
-    end = text.rfind(boxes[-1])
-    for prev in reversed(boxes[:-1]):
-        start = text.rfind(prev, 0, end)
-        if start < 0:
-            break
-        gap_start = start + len(prev) + 1  # past the closing brace
-        gap = text[gap_start:end]
-        gap = gap.replace("\\boxed{", "").replace("\\boxed", "")
-        # a connector between two boxes, or at most three words ("\boxed{1} papers and \boxed{2} bins")
+    picked = [spans[-1]]
+    for prev in reversed(spans[:-1]):
+        gap = text[prev[1]:picked[-1][0]]
+        # a connector between two boxes, or at most three words ("\\boxed{1} papers and \\boxed{2} bins")
         if len(gap) > 60 or len(_BOX_GAP.sub(" ", gap).split()) > 3:
             break
         picked.append(prev)
-        end = start
-    return ", ".join(reversed(picked))
+    return ", ".join(c for _, _, c in reversed(picked))
 
 
 def _after_phrase(text: str) -> Optional[str]:

@@ -33,7 +33,7 @@ _CONNECT = re.compile(r"\\text\{\s*(?:and|or|,)\s*\}|\s+(?:and|or)\s+|(?<=[\d)}]
 
 def _top_level_split(s: str, seps: re.Pattern) -> list[tuple[str, str]]:
     """Split ``s`` at matches of ``seps`` that are outside every bracket and environment."""
-    parts, depth, start, i, n = [], 0, 0, 0, len(s)
+    depth, start, i, n = 0, 0, 0, len(s)
     out = []
     while i < n:
         c = s[i]
@@ -53,7 +53,6 @@ def _top_level_split(s: str, seps: re.Pattern) -> list[tuple[str, str]]:
                 continue
         i += 1
     out.append((s[start:], ""))
-    del parts
     return out
 
 
