@@ -204,6 +204,3 @@ def test_bad_arguments_are_named(engine):
         collect_rollouts(ParityEnv(), engine, TASKS, group_size=0)
     with pytest.raises(TypeError, match="factory"):
         collect_rollouts(42, engine, TASKS)
-
-
-assert set(STOPS) <= set(string.printable)
