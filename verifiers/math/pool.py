@@ -35,7 +35,9 @@ def _context():
 def _serve(conn, func_path: str) -> None:
     """Worker main loop: receive (job_id, args), answer (job_id, result)."""
     import importlib
+    import signal
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it kills us
     mod_name, fn_name = func_path.rsplit(":", 1)
     fn = getattr(importlib.import_module(mod_name), fn_name)
     while True:
