@@ -31,8 +31,7 @@ __all__ = ["VerifierSpec", "VerifierNotFoundError", "register", "unregister", "g
 log = logging.getLogger("verifiers")
 
 #: modules of this package that register built-in verifiers when imported
-BUILTIN_MODULES = ("verifiers.format", "verifiers.math", "verifiers.code", "verifiers.reward_model",
-                   "verifiers.trl_compat")
+BUILTIN_MODULES = ("verifiers.format", "verifiers.math", "verifiers.code", "verifiers.reward_model")
 
 
 class VerifierNotFoundError(LookupError):
