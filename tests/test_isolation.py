@@ -115,12 +115,23 @@ def test_hung_threads_are_replaced_so_the_pool_keeps_working():
     hung = [Call(time.sleep, (10_000,), timeout=0.2) for _ in range(2)]  # both workers get stuck
     runner.run(hung)
     assert all(not c.ok and c.kind == "timeout" for c in hung)
-    assert runner.abandoned == 2
+    assert runner.abandoned == 2 and runner.stuck == 2
     quick = [Call(pow, (i, 2), timeout=5) for i in range(50)]
     t0 = time.monotonic()
     runner.run(quick)
     assert time.monotonic() - t0 < 5
     assert [c.value for c in quick] == [i * i for i in range(50)]
+
+
+def test_a_late_return_after_timeout_is_discarded_and_its_thread_retires():
+    runner = ThreadRunner(workers=1)
+    late = Call(lambda: time.sleep(0.4) or 1.0, (), timeout=0.1)
+    runner.run([late])
+    assert not late.ok and late.kind == "timeout" and runner.stuck == 1
+    deadline = time.monotonic() + 10
+    while runner.stuck and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert runner.stuck == 0 and late.value is None and not late.ok  # the late 1.0 never counts
 
 
 def test_batch_deadline_fails_unstarted_calls():

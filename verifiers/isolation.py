@@ -205,7 +205,9 @@ class ThreadRunner:
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._live = 0
-        self.abandoned = 0  # threads written off because their call hung
+        self.abandoned = 0  # threads written off because their call hung (ever)
+        self.stuck = 0  # of those, the ones still running their call now
+        self._warned_stuck = False
 
     def _spawn(self) -> None:
         # caller holds self._lock
@@ -231,6 +233,7 @@ class ThreadRunner:
                     ok, value, err = False, None, e
                 with lock:
                     if call.state != _RUNNING:  # timed out meanwhile: this thread was replaced, retire
+                        self.stuck -= 1
                         return
                     call.ok, call.value, call.chunk = ok, value, None
                     if err is not None:
@@ -281,7 +284,14 @@ class ThreadRunner:
         if c.state == _RUNNING:
             self._live -= 1  # that thread is stuck; start a replacement
             self.abandoned += 1
+            self.stuck += 1
             self._spawn()
+            if self.stuck >= 64 and not self._warned_stuck:
+                # threads cannot be killed: a verifier that keeps hanging leaks one per call
+                self._warned_stuck = True
+                log.warning("%d verifier calls are stuck in abandoned threads; mark the verifier that times out "
+                            "`heavy = True` (or isolation='process') so its calls run in killable processes",
+                            self.stuck)
             if c.future is not None:
                 c.future.cancel()
             if c.chunk is not None:
