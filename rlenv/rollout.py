@@ -22,7 +22,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import copy
 import dataclasses
-import threading
+import queue
 import time
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -90,13 +90,19 @@ def env_turn_ids(tokenizer: Any, history: list, generated_ids: list, assistant_t
 
 
 class _Envs:
-    """Gives each trajectory an env: from a factory (one per live trajectory, reused), or one shared
-    instance used under a lock (single-turn only: reset + step happen together)."""
+    """Gives each trajectory an env.
 
-    def __init__(self, env_or_factory: Any):
-        self.lock = threading.Lock()
+    - a factory (env id, Env class or callable): one env per live trajectory, reused afterwards;
+    - a multi-turn instance: deep-copied per live trajectory (each needs its own episode state);
+    - a single-turn instance: ``workers`` shallow copies, each used by one thread at a time for a
+      ``reset`` + ``step`` pair, so verifiers run in parallel. (Shallow copies share the task source
+      and rubric; ``reset`` must rebind per-episode state, as :class:`rlenv.SingleTurnEnv` does.)
+    """
+
+    def __init__(self, env_or_factory: Any, workers: int):
         self.free: list = []
         self.made: list = []
+        self.shared: Optional[queue.Queue] = None
         self.instance: Optional[Env] = None
         if isinstance(env_or_factory, str):
             from .registry import make
@@ -108,8 +114,12 @@ class _Envs:
         elif hasattr(env_or_factory, "reset") and hasattr(env_or_factory, "step"):
             self.instance = env_or_factory
             self.factory = None
-            if getattr(env_or_factory, "max_turns", 1) > 1:  # each multi-turn trajectory needs its own state
+            if getattr(env_or_factory, "max_turns", 1) > 1:
                 self.factory = lambda: copy.deepcopy(env_or_factory)
+            else:
+                self.shared = queue.Queue()
+                for i in range(max(1, workers)):
+                    self.shared.put(env_or_factory if i == 0 else copy.copy(env_or_factory))
         elif callable(env_or_factory):
             self.factory = env_or_factory
         else:
@@ -117,33 +127,40 @@ class _Envs:
                             f"got {type(env_or_factory).__name__}")
 
     def probe(self) -> Env:
+        """An env to read attributes from and draw tasks with (before any worker runs)."""
         return self.instance if self.instance is not None else self.acquire()
 
-    def acquire(self) -> Env:
+    def acquire(self) -> Optional[Env]:
         if self.factory is None:
-            return self.instance
+            return None  # shared copies are taken per call
         if self.free:
             return self.free.pop()
         env = self.factory()
         self.made.append(env)
         return env
 
-    def release(self, env: Env) -> None:
+    def release(self, env: Optional[Env]) -> None:
         if self.factory is not None and env is not None:
             self.free.append(env)
 
-    def reset(self, env: Env, task: Any) -> tuple:
-        with self.lock if self.factory is None else _nullcontext():
-            return env.reset(options={"task": task})
+    def _with_shared(self, fn: Callable[[Env], Any]) -> Any:
+        env = self.shared.get()
+        try:
+            return fn(env)
+        finally:
+            self.shared.put(env)
 
-    def step(self, env: Env, task: Any, text: str) -> tuple:
+    def reset(self, env: Optional[Env], task: Any) -> tuple:
+        if env is None:
+            return self._with_shared(lambda e: e.reset(options={"task": task}))
+        return env.reset(options={"task": task})
+
+    def step(self, env: Optional[Env], task: Any, text: str) -> tuple:
         """One env step; an exception becomes a failed, finished step (a broken verifier costs one
         sample's reward)."""
         try:
-            if self.factory is None:
-                with self.lock:
-                    env.reset(options={"task": task})
-                    return env.step(text)
+            if env is None:
+                return self._with_shared(lambda e: (e.reset(options={"task": task}), e.step(text))[1])
             return env.step(text)
         except Exception as e:  # noqa: BLE001 - anything the env raises is one sample's problem
             return [], 0.0, True, False, {"failed": True, "error": f"{type(e).__name__}: {e}"}
@@ -154,14 +171,6 @@ class _Envs:
                 env.close()
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _draw_tasks(env: Env, n: int, seed: Optional[int]) -> list:
@@ -183,8 +192,8 @@ def collect_rollouts(env_or_factory: Union[Env, str, Callable[[], Env]], engine:
     """Sample ``group_size`` trajectories of each task and return them as one :class:`RolloutBatch`.
 
     Args:
-        env_or_factory: an env id, a zero-argument factory, or an env instance (single-turn envs
-            are shared under a lock; multi-turn ones are deep-copied per trajectory).
+        env_or_factory: an env id, a zero-argument factory, or an env instance (single-turn: one
+            shallow copy per verifier worker; multi-turn: deep-copied per trajectory).
         engine: the generation engine; its tokenizer renders chat templates.
         tasks_or_n: the tasks (anything ``env.reset(options={"task": ...})`` accepts), or a number
             of tasks to draw from the env (seeded by ``seed``).
@@ -199,7 +208,7 @@ def collect_rollouts(env_or_factory: Union[Env, str, Callable[[], Env]], engine:
     tokenizer = engine.tokenizer
     if tokenizer is None:
         raise ValueError(f"{type(engine).__name__} has no tokenizer; rollouts need one to build token ids")
-    envs = _Envs(env_or_factory)
+    envs = _Envs(env_or_factory, verifier_workers)
     probe = envs.probe()
     turn_limit = max_turns or getattr(probe, "max_turns", 1) or 1
     tasks = _draw_tasks(probe, tasks_or_n, seed) if isinstance(tasks_or_n, int) else list(tasks_or_n)

@@ -192,11 +192,18 @@ def test_verification_overlaps_generation(model_and_tok):
             return super().step(action)
 
     tasks = [Task(f"q{i}", str(i)) for i in range(4)]
-    collect_rollouts(SlowVerifierEnv, TimedEngine(model, tok), tasks, group_size=2, chunk_groups=1,
-                     sampling=SamplingParams(max_new_tokens=16, seed=0))
-    assert len(spans["gen"]) == 4 and len(spans["step"]) == 8
-    assert any(s0 < g1 and g0 < s1 for s0, s1, _ in spans["step"] for g0, g1 in spans["gen"])
-    assert all(tid != threading.main_thread().ident for *_, tid in spans["step"])
+    # a factory (one env per trajectory) and a shared single-turn instance (one copy per worker)
+    for env in (SlowVerifierEnv, SlowVerifierEnv()):
+        spans["gen"].clear(), spans["step"].clear()
+        batch = collect_rollouts(env, TimedEngine(model, tok), tasks, group_size=2, chunk_groups=1,
+                                 verifier_workers=4, sampling=SamplingParams(max_new_tokens=16, seed=0))
+        assert len(spans["gen"]) == 4 and len(spans["step"]) == 8
+        assert [t.prompt for t in batch.tasks] == [t.prompt for t in tasks for _ in range(2)]
+        assert batch.rewards.tolist() == [parity(x) for x in batch.texts]
+        # verification of one chunk overlaps generation of the next, and verifiers run in parallel
+        assert any(s0 < g1 and g0 < s1 for s0, s1, _ in spans["step"] for g0, g1 in spans["gen"])
+        assert any(a[0] < b[1] and b[0] < a[1] and a[2] != b[2] for a in spans["step"] for b in spans["step"])
+        assert all(tid != threading.main_thread().ident for *_, tid in spans["step"])
 
 
 def test_bad_arguments_are_named(engine):

@@ -272,10 +272,9 @@ class HFEngine(Engine):
         head_dim = getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // text_cfg.num_attention_heads
         cache.early_initialization(batch, heads, head_dim, self.dtype, self.device)
         st = _DecodeState(cache, batch, max_len, max_new, self.device)
-        if self.use_cuda_graph:  # keep a few shapes (and their graphs) alive; CPU states are not worth it
-            self._states[key] = st
-            while len(self._states) > 2:
-                self._states.popitem(last=False)
+        self._states[key] = st  # keep the two latest shapes (and their CUDA graphs) for the next calls
+        while len(self._states) > 2:
+            self._states.popitem(last=False)
         return st
 
     # -- the decode step ---------------------------------------------------------------------
