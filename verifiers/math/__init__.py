@@ -63,7 +63,8 @@ def _fast(g: str, p: str) -> Optional[bool]:
             return True
         if "." not in g and "." not in p:
             return False  # two different integers
-        return abs(a - b) <= Fraction(1, 10**6) * max(abs(a), abs(b))
+        # the same tolerance as the worker's (compare.REL_TOL, plus 1e-12 absolute near zero)
+        return abs(a - b) <= Fraction(1, 10**6) * max(abs(a), abs(b)) or abs(a - b) <= Fraction(1, 10**12)
     return None
 
 
