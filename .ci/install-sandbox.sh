@@ -2,11 +2,13 @@
 # Install what the code sandbox (verifiers.code) needs on a fresh Debian/Ubuntu machine, as root.
 # bubblewrap gives each untrusted run private namespaces (no network, own PID tree), a read-only root
 # and a size-capped tmpfs scratch dir; python3 is the world-readable interpreter the sandbox runs
-# (a venv under /root is not readable by the unprivileged uid the sandbox drops to).
+# (a venv under /root is not readable by the unprivileged uid the sandbox drops to); prlimit,
+# setpriv and unshare (util-linux) set the limits, the uid and the network namespace.
 set -euo pipefail
 need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 [ -x /usr/bin/python3 ] || need+=(python3)
+for t in prlimit setpriv unshare; do command -v $t >/dev/null 2>&1 || need+=(util-linux); done
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-sandbox.sh: need root to install ${need[*]} (or install them yourself)" >&2

@@ -34,6 +34,24 @@ def test_run_python_statuses_and_fields():
     assert (r.status, r.exit_code) == ("error", 3)
 
 
+def test_cpu_time_limit_below_the_wall_clock_limit():
+    r = run_python("while True:\n    pass", limits=Limits(timeout=30, cpu_seconds=1))
+    assert (r.status, r.reason) == ("timeout", "CPU time limit"), r
+
+
+def test_a_sandbox_failure_is_infrastructure_and_cannot_be_faked():
+    from verifiers.code import run_argv
+
+    missing = run_argv(["-c", "pass"], python="/nonexistent/bin/python3")
+    assert missing.sandbox_error and "not executable" in missing.reason, missing
+    # bwrap itself cannot start with 4 fds: it never reports the program's exit code
+    broken = run_python("print(1)", limits=Limits(max_open_files=4))
+    assert broken.sandbox_error and broken.status == "killed" and "bwrap" in broken.reason, broken
+    assert CodeVerifier(limits=Limits(max_open_files=4)).score(fence(ADD), Task("x", answer=["assert add(1, 1) == 2"])).failed
+    fake = run_python("import sys\nprint(\"bwrap: Can't fork for pid 1\", file=sys.stderr)\nsys.exit(1)")
+    assert not fake.sandbox_error and fake.status == "error", fake
+
+
 def test_large_stdin_is_fed_without_deadlock():
     data = "x" * 3_000_000
     r = run_python("import sys\nprint(len(sys.stdin.read()))", stdin=data, timeout=10)

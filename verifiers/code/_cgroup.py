@@ -92,7 +92,7 @@ class RunGroup:
             self._write(mem_dir, "memory.limit_in_bytes", memory_bytes)
             # no swap beyond the limit, so the limit is real memory
             self._write(mem_dir, "memory.memsw.limit_in_bytes", memory_bytes, missing_ok=True)
-        # the files the child writes its pid into; opened now so the child only calls os.write
+        # the files the launcher shell writes its pid into (see _launch.chain)
         self.procs_paths = [os.path.join(d, "cgroup.procs") for d in self.dirs]
 
     @staticmethod
@@ -103,16 +103,6 @@ class RunGroup:
         except OSError:
             if not missing_ok:
                 raise
-
-    def join(self) -> None:
-        """Move the calling process into the group (called in the child before it drops root)."""
-        pid = str(os.getpid()).encode()
-        for p in self.procs_paths:
-            fd = os.open(p, os.O_WRONLY)
-            try:
-                os.write(fd, pid)
-            finally:
-                os.close(fd)
 
     def hit_memory_limit(self) -> bool:
         """True when the kernel refused or reclaimed memory at the group's limit (an OOM kill)."""

@@ -4,11 +4,12 @@ The sandbox, in the strongest tier this machine allows (see docs/sandbox.md for 
 
 * ``bwrap`` — bubblewrap puts the program in new user, PID, network, IPC, UTS and cgroup
   namespaces: no network interface but a dead loopback, a read-only view of ``/usr`` only, a
-  size-capped tmpfs at ``/tmp`` as its scratch and working directory, its own ``/proc``. When the
-  program's first process ends, the PID namespace's init dies and the kernel kills every process
-  left in it, so no daemon survives.
+  size-capped tmpfs at ``/tmp`` as its scratch and working directory, its own ``/proc``. The
+  program is PID 1 of its namespace: when it ends, the kernel kills every process left in it, so
+  no daemon survives.
 * ``rlimits`` — the fallback when bubblewrap is missing (a :class:`SandboxWarning` says so): the
-  same resource limits and a dedicated uid, but the program sees the host's files and network.
+  same resource limits, a dedicated uid and a fresh (empty) network namespace, but the program
+  sees the host's files (it can write only where that uid may) and leftovers are killed by uid.
 
 Both tiers add: rlimits (address space, CPU seconds, processes, file size, open files, no core
 dumps), a scrubbed environment, stdout/stderr read with a hard cap (the run is killed past it),
@@ -18,28 +19,23 @@ a wall-clock deadline, and — when running as root — a dedicated unprivileged
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import errno
 import os
-import resource
 import selectors
 import shutil
 import signal
 import subprocess
-import threading
+import tempfile
 import time
-import warnings
 from typing import Optional, Sequence
 
 from . import _cgroup
+from ._launch import NOGROUP, SandboxWarning, UidSlot, chain, find_python, kill_uid, sandbox_tier
+
+__all__ = ["ExecResult", "Limits", "SandboxWarning", "find_python", "run_argv", "run_python", "sandbox_tier"]
 
 OK, ERROR, TIMEOUT, MEMORY, KILLED = "ok", "error", "timeout", "memory", "killed"
 _MAX_SOURCE = 120_000  # one argv string may hold 128 KiB on Linux
-
-
-class SandboxWarning(RuntimeWarning):
-    """The sandbox runs in a weaker tier than bubblewrap (printed once per process)."""
 
 
 @dataclasses.dataclass
@@ -95,198 +91,8 @@ class ExecResult:
         return self.status == OK
 
 
-# ---------------------------------------------------------------------------------------------
-# which tier, which interpreter
-
-
-def _world_executable(path: str) -> bool:
-    """True when an unprivileged uid can reach and run ``path`` (every parent dir o+x)."""
-    path = os.path.realpath(path)
-    try:
-        if not os.stat(path).st_mode & 0o001:
-            return False
-        d = os.path.dirname(path)
-        while d != "/":
-            if not os.stat(d).st_mode & 0o001:
-                return False
-            d = os.path.dirname(d)
-    except OSError:
-        return False
-    return True
-
-
-def find_python() -> str:
-    """The interpreter untrusted code runs with: ``$RLENV_SANDBOX_PYTHON``, else this process's own
-    Python when other users can execute it, else a system ``python3`` (a venv under ``/root`` is
-    mode 0700 and cannot be run by the sandbox's unprivileged uid)."""
-    env = os.environ.get("RLENV_SANDBOX_PYTHON")
-    if env:
-        return env
-    import sys
-
-    candidates = [os.path.realpath(sys.executable)] if os.geteuid() != 0 or _world_executable(sys.executable) else []
-    candidates += ["/usr/bin/python3", "/usr/local/bin/python3"]
-    for c in candidates:
-        if c and os.path.exists(c) and (os.geteuid() != 0 or _world_executable(c)):
-            return os.path.realpath(c)
-    raise RuntimeError(
-        "verifiers.code: no Python interpreter the sandbox can run; install python3 "
-        "(`apt-get install python3`) or set RLENV_SANDBOX_PYTHON to a world-executable interpreter"
-    )
-
-
-_tier_lock = threading.Lock()
-_tier: Optional[str] = None
-
-
-def sandbox_tier() -> str:
-    """``bwrap`` when bubblewrap works here, else ``rlimits`` (warns once). Probed once per process;
-    set ``RLENV_SANDBOX_TIER=rlimits`` to force the fallback."""
-    global _tier
-    with _tier_lock:
-        if _tier is None:
-            forced = os.environ.get("RLENV_SANDBOX_TIER")
-            if forced in ("bwrap", "rlimits"):
-                _tier = forced
-            else:
-                _tier = "bwrap" if _bwrap_works() else "rlimits"
-            if _tier != "bwrap":
-                warnings.warn(
-                    "verifiers.code: bubblewrap is not available, so untrusted code runs with rlimits only — "
-                    "it can read host files and reach the network. Install it with "
-                    "`apt-get install bubblewrap` (see .ci/install-sandbox.sh and docs/sandbox.md).",
-                    SandboxWarning,
-                    stacklevel=3,
-                )
-        return _tier
-
-
-def _bwrap_works() -> bool:
-    bwrap = shutil.which("bwrap")
-    if not bwrap:
-        return False
-    slot = _Slot(None)
-    try:
-        cmd = [bwrap, "--unshare-all", "--die-with-parent", *_root_binds(find_python()), "--proc", "/proc", "true"]
-        p = subprocess.run(cmd, capture_output=True, timeout=10, preexec_fn=slot.drop)
-        return p.returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-    finally:
-        slot.release()
-
-
-def _root_binds(python: str) -> list[str]:
-    """Read-only binds of the system: /usr, the merged-/usr symlinks, the interpreter's prefix."""
-    args = ["--ro-bind", "/usr", "/usr"]
-    for d in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
-        if os.path.islink(d):
-            args += ["--symlink", os.readlink(d), d]
-        elif os.path.isdir(d):
-            args += ["--ro-bind", d, d]
-    for f in ("/etc/ld.so.cache", "/etc/localtime"):
-        if os.path.exists(f):
-            args += ["--ro-bind", f, f]
-    prefix = os.path.dirname(os.path.dirname(os.path.realpath(python)))
-    if not prefix.startswith("/usr"):
-        args += ["--ro-bind", prefix, prefix]
-    return args
-
-
-# ---------------------------------------------------------------------------------------------
-# the child side: limits, uid, cgroup — applied between fork and exec
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
-_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
-# Dedicated uids for concurrent slots, spread by pid so two processes rarely share one.
-_UID_BASE = 2_000_000 + (os.getpid() % 4096) * 1024
-_uid_lock = threading.Lock()
-_free_uids: list[int] = []
-_next_uid = [0]
-
-
-class _Slot:
-    """One concurrent run's dedicated uid (root only): ``RLIMIT_NPROC`` counts per uid, so a fork
-    bomb in one run cannot use up another's budget, and the uid owns nothing on the host."""
-
-    def __init__(self, limits: Optional[Limits], tier: str = "bwrap", group=None):
-        self.limits, self.tier, self.group = limits, tier, group
-        self.uid = None
-        if os.geteuid() == 0:
-            with _uid_lock:
-                if _free_uids:
-                    self.uid = _free_uids.pop()
-                else:
-                    self.uid = _UID_BASE + _next_uid[0]
-                    _next_uid[0] += 1
-
-    def release(self) -> None:
-        if self.uid is not None:
-            with _uid_lock:
-                _free_uids.append(self.uid)
-            self.uid = None
-
-    def drop(self) -> None:
-        """preexec_fn: runs in the forked child just before exec (keep it to plain syscalls)."""
-        lim = self.limits
-        if self.group is not None:
-            self.group.join()
-        if lim is not None:
-            mem = int(lim.memory_mb) << 20
-            cpu = int(-(-float(lim.cpu_seconds or lim.timeout) // 1))
-            fsize = int(lim.max_file_mb) << 20
-            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU, then SIGKILL
-            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-            resource.setrlimit(resource.RLIMIT_NOFILE, (lim.max_open_files, lim.max_open_files))
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            if self.uid is not None:
-                # bwrap and its init take two of the processes
-                resource.setrlimit(resource.RLIMIT_NPROC, (lim.max_processes + 2, lim.max_processes + 2))
-        if self.tier == "rlimits":
-            # no network: a fresh network namespace (needs root, or a user namespace too)
-            flags = _CLONE_NEWNET if os.geteuid() == 0 else (_CLONE_NEWUSER | _CLONE_NEWNET)
-            _libc.unshare(flags)
-        if self.uid is not None:
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(self.uid)
-        # die with the parent (set after setuid: a credential change clears it)
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def _kill_uid(uid: int) -> None:
-    """Kill every process of a slot uid (the rlimits tier's tree kill): a child that becomes the
-    uid sends SIGKILL to -1, i.e. to everything that uid may signal — only its own processes."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            os.setgid(65534)
-            os.setuid(uid)
-            os.kill(-1, signal.SIGKILL)
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-
-
-# ---------------------------------------------------------------------------------------------
-# the parent side
-
-
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
         "PYTHONIOENCODING": "utf-8"}
-
-
-def _command(tier: str, python: str, argv: Sequence[str], limits: Limits) -> list[str]:
-    if tier == "bwrap":
-        return [
-            shutil.which("bwrap") or "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
-            "--hostname", "sandbox", *_root_binds(python), "--proc", "/proc", "--dev", "/dev",
-            "--size", str(int(limits.max_file_mb) << 20), "--tmpfs", "/tmp", "--chdir", "/tmp",
-            python, *argv,
-        ]
-    return [python, *argv]
 
 
 def run_argv(argv: Sequence[str], stdin: str | bytes = "", limits: Optional[Limits] = None,
@@ -297,46 +103,50 @@ def run_argv(argv: Sequence[str], stdin: str | bytes = "", limits: Optional[Limi
     limits = limits or Limits()
     tier = sandbox_tier()
     python = python or find_python()
-    group = _cgroup.RunGroup(limits.max_processes + 2, (int(limits.memory_mb) + int(limits.max_file_mb) + 64) << 20) \
+    if not os.access(python, os.X_OK):
+        return ExecResult(KILLED, reason=f"sandbox failed to start: interpreter {python} is not executable",
+                          tier=tier, sandbox_error=True)
+    group = _cgroup.RunGroup(limits.max_processes + 1, (int(limits.memory_mb) + int(limits.max_file_mb) + 64) << 20) \
         if _cgroup.available() else None
-    slot = _Slot(limits, tier, group)
+    slot = UidSlot()
     scratch = None
-    rfd = wfd = -1
+    fds: dict = {}
     try:
         if channel:
-            rfd, wfd = os.pipe()
-            argv = [a.replace("{fd}", str(wfd)) for a in argv]
+            fds["channel"] = os.pipe()
+            argv = [a.replace("{fd}", str(fds["channel"][1])) for a in argv]
+        if tier == "bwrap":
+            fds["status"] = os.pipe()
         cwd = None
-        if tier == "rlimits":
-            import tempfile
-
+        if tier == "rlimits":  # no private tmpfs: a fresh directory owned by the run's uid
             scratch = tempfile.mkdtemp(prefix="rlenv-sbx-")
             if slot.uid is not None:
-                os.chown(scratch, slot.uid, 65534)
+                os.chown(scratch, slot.uid, NOGROUP)
             cwd = scratch
         env = dict(_ENV, HOME=scratch or "/tmp", TMPDIR=scratch or "/tmp")
+        status_fd = fds["status"][1] if "status" in fds else None
+        cmd = chain(tier, python, argv, limits, slot.uid, group.procs_paths if group else (), status_fd)
         start = time.monotonic()
         try:
-            proc = subprocess.Popen(
-                _command(tier, python, argv, limits), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=env, cwd=cwd, preexec_fn=slot.drop, close_fds=True,
-                pass_fds=(wfd,) if channel else (), start_new_session=(tier == "rlimits"),
-            )
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env=env, cwd=cwd, close_fds=True, pass_fds=tuple(w for _, w in fds.values()),
+                                    start_new_session=True)
         except OSError as e:
             return ExecResult(KILLED, reason=f"sandbox failed to start: {e}", tier=tier, sandbox_error=True)
-        if channel:
-            os.close(wfd)
-            wfd = -1
+        for name, (r, w) in fds.items():
+            os.close(w)
+            fds[name] = (r, -1)
         data = stdin.encode() if isinstance(stdin, str) else bytes(stdin)
-        res = _collect(proc, data, limits, rfd if channel else None, start)
+        res, bwrap_status = _collect(proc, data, limits, {name: r for name, (r, _) in fds.items()}, start)
         res.tier = tier
-        _finish(proc, tier, slot, group, res)
+        _finish(proc, tier, slot, group, res, float(limits.cpu_seconds or limits.timeout), bwrap_status)
         res.wall_time = time.monotonic() - start
         return res
     finally:
-        for fd in (rfd, wfd):
-            if fd >= 0:
-                os.close(fd)
+        for r, w in fds.values():
+            for fd in (r, w):
+                if fd >= 0:
+                    os.close(fd)
         if group is not None:
             group.destroy()
         if scratch is not None:
@@ -344,15 +154,16 @@ def run_argv(argv: Sequence[str], stdin: str | bytes = "", limits: Optional[Limi
         slot.release()
 
 
-def _collect(proc: subprocess.Popen, data: bytes, limits: Limits, rfd: Optional[int], start: float) -> ExecResult:
-    """Feed stdin and read stdout/stderr/result pipe with caps until EOF, the cap or the deadline."""
+def _collect(proc: subprocess.Popen, data: bytes, limits: Limits, extra: dict, start: float) -> tuple:
+    """Feed stdin and read stdout, stderr and the extra pipes (``channel``, ``status``) with a cap
+    each, until they all close, a cap is hit or the deadline passes."""
     cap = int(limits.max_output_bytes)
-    bufs = {"stdout": bytearray(), "stderr": bytearray(), "channel": bytearray()}
+    bufs = {"stdout": bytearray(), "stderr": bytearray(), "channel": bytearray(), "status": bytearray()}
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
     sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
-    if rfd is not None:
-        sel.register(rfd, selectors.EVENT_READ, "channel")
+    for name, fd in extra.items():
+        sel.register(fd, selectors.EVENT_READ, name)
     if data:
         os.set_blocking(proc.stdin.fileno(), False)
         sel.register(proc.stdin, selectors.EVENT_WRITE, "stdin")
@@ -362,21 +173,20 @@ def _collect(proc: subprocess.Popen, data: bytes, limits: Limits, rfd: Optional[
     why, status, pos, exited_at = "", None, 0, None
     while any(k.data != "stdin" for k in sel.get_map().values()):
         now = time.monotonic()
-        left = deadline - now
-        if left <= 0:
+        if now >= deadline:
             status, why = TIMEOUT, f"wall-clock limit of {limits.timeout:g} s"
             break
         # a leftover process may hold the pipes open after the program ended (rlimits tier)
-        if exited_at is None and proc.poll() is not None:
+        if exited_at is None and _exited(proc):
             exited_at = now
         if exited_at is not None and now - exited_at > 0.2:
             break
-        for key, _ in sel.select(min(left, 0.5)):
+        for key, _ in sel.select(min(deadline - now, 0.2)):
             name = key.data
             if name == "stdin":
                 try:
                     pos += os.write(key.fd, data[pos:pos + 65536])
-                except (BrokenPipeError, OSError):
+                except OSError:  # the program closed its stdin or exited
                     pos = len(data)
                 if pos >= len(data):
                     sel.unregister(key.fileobj)
@@ -395,54 +205,86 @@ def _collect(proc: subprocess.Popen, data: bytes, limits: Limits, rfd: Optional[
         if status:
             break
     sel.close()
+    if status:
+        _kill(proc)
     res = ExecResult(status or OK, reason=why, truncated=(status == KILLED))
     res.stdout = bufs["stdout"].decode("utf-8", "replace")
     res.stderr = bufs["stderr"].decode("utf-8", "replace")
     res.channel = bytes(bufs["channel"])
-    if status:
-        _kill(proc)
-    return res
+    return res, bytes(bufs["status"])
+
+
+def _exited(proc: subprocess.Popen) -> bool:
+    """Has the process ended? Peeks without reaping it, so :func:`_reap` still gets its rusage."""
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 def _kill(proc: subprocess.Popen) -> None:
     try:
-        proc.kill()  # bwrap's init has PDEATHSIG=SIGKILL, so the PID namespace goes with it
+        os.kill(proc.pid, signal.SIGKILL)  # bwrap dies, and --die-with-parent takes the sandboxed PID namespace with it
     except ProcessLookupError:
         pass
 
 
-def _finish(proc: subprocess.Popen, tier: str, slot: _Slot, group, res: ExecResult) -> None:
+def _reap(proc: subprocess.Popen, grace: float = 5.0) -> tuple[int, float]:
+    """Wait for the chain's process (killing it after ``grace`` s) and return its exit status and
+    the CPU seconds it and its reaped descendants used (``wait4``'s rusage)."""
+    deadline = time.monotonic() + grace
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            _kill(proc)
+            pid, status, usage = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.001)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
+def _finish(proc: subprocess.Popen, tier: str, slot: UidSlot, group, res: ExecResult, cpu_limit: float,
+            bwrap_status: bytes) -> None:
     """Reap the process, kill whatever of its tree is left, and classify how it ended."""
-    try:
-        code = proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        _kill(proc)
-        code = proc.wait()
+    code, cpu = _reap(proc)
     for f in (proc.stdout, proc.stderr, proc.stdin):
         try:
             f.close()
         except OSError:
             pass
-    if tier == "rlimits":
+    if tier == "rlimits":  # no PID namespace: kill the session and everything the slot uid owns
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         if slot.uid is not None:
-            _kill_uid(slot.uid)
-    sig = -code if code < 0 else (code - 128 if tier == "bwrap" and code > 128 else 0)
+            kill_uid(slot.uid)
+    # bwrap reports a signal death as 128 + signal; so does setpriv/prlimit's exec'd program
+    sig = -code if code < 0 else (code - 128 if 128 < code < 128 + 65 else 0)
     res.exit_code = 128 + sig if sig else code
     if res.status != OK:
         return
-    mem_hit = group is not None and group.hit_memory_limit()
-    if sig == signal.SIGXCPU:
+    if tier == "bwrap" and b'"exit-code"' not in bwrap_status:
+        # bwrap never reported the program's exit: the sandbox itself failed to start
+        res.status, res.sandbox_error = KILLED, True
+        res.reason = "sandbox failed to start: " + (_tail(res.stderr, 3) or f"exit code {code}")
+        return
+    if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= cpu_limit - 0.05):
         res.status, res.reason = TIMEOUT, "CPU time limit"
-    elif (sig == signal.SIGKILL and mem_hit) or (code != 0 and _memory_error(res.stderr)):
+    elif (sig == signal.SIGKILL and group is not None and group.hit_memory_limit()) or (code != 0 and _memory_error(res.stderr)):
         res.status, res.reason = MEMORY, "memory limit"
     elif sig:
-        res.status, res.reason = KILLED, f"killed by signal {signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else sig}"
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        res.status, res.reason = KILLED, f"killed by signal {name}"
     elif code != 0:
         res.status, res.reason = ERROR, f"exit code {code}"
+
+
+def _tail(text: str, n: int) -> str:
+    return "\n".join(text.strip().split("\n")[-n:])
 
 
 def _memory_error(stderr: str) -> bool:

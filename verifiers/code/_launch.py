@@ -1,0 +1,192 @@
+"""How a sandboxed run is started: the tier, the interpreter, the uid, and the exec chain.
+
+The run is started as one chain of small programs, each exec'ing the next, so this process never
+forks a copy of itself (``subprocess`` then uses ``vfork``; a trainer holding gigabytes would
+otherwise pay hundreds of milliseconds per ``fork``):
+
+    [sh: join the run's cgroups] → prlimit (rlimits) → [unshare --net] → setpriv (uid, parent-death
+    signal) → bwrap (namespaces, read-only root, tmpfs scratch) → sh (PID 1, reaps) → python
+
+``prlimit``, ``setpriv`` and ``unshare`` are util-linux (in every Debian/Ubuntu base system).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import warnings
+from typing import Optional, Sequence
+
+_lock = threading.Lock()
+_tier: Optional[str] = None
+NOGROUP = 65534
+
+
+class SandboxWarning(RuntimeWarning):
+    """The sandbox runs in a weaker tier than bubblewrap (printed once per process)."""
+
+
+def _world_executable(path: str) -> bool:
+    """True when an unprivileged uid can reach and run ``path`` (every parent dir o+x)."""
+    path = os.path.realpath(path)
+    try:
+        if not os.stat(path).st_mode & 0o001:
+            return False
+        d = os.path.dirname(path)
+        while d != "/":
+            if not os.stat(d).st_mode & 0o001:
+                return False
+            d = os.path.dirname(d)
+    except OSError:
+        return False
+    return True
+
+
+def find_python() -> str:
+    """The interpreter untrusted code runs with: ``$RLENV_SANDBOX_PYTHON``, else this process's own
+    Python when other users can execute it, else a system ``python3`` (a venv under ``/root`` is
+    mode 0700 and cannot be run by the sandbox's unprivileged uid)."""
+    env = os.environ.get("RLENV_SANDBOX_PYTHON")
+    if env:
+        return env
+    root = os.geteuid() == 0
+    for c in [sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"]:
+        if c and os.path.exists(c) and (not root or _world_executable(c)):
+            return os.path.realpath(c)
+    raise RuntimeError("verifiers.code: no Python interpreter the sandbox can run; install python3 "
+                       "(`apt-get install python3`) or set RLENV_SANDBOX_PYTHON to a world-executable interpreter")
+
+
+def tool(name: str) -> str:
+    """The path of a helper program, or one clear error saying which package provides it."""
+    path = shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin")
+    if not path:
+        pkg = "bubblewrap" if name == "bwrap" else "util-linux"
+        raise RuntimeError(f"verifiers.code: `{name}` is not installed; install it with `apt-get install {pkg}` "
+                           "(see .ci/install-sandbox.sh)")
+    return path
+
+
+def sandbox_tier() -> str:
+    """``bwrap`` when bubblewrap works here, else ``rlimits`` (warns once). Probed once per process;
+    ``RLENV_SANDBOX_TIER=rlimits`` forces the fallback."""
+    global _tier
+    with _lock:
+        if _tier is None:
+            forced = os.environ.get("RLENV_SANDBOX_TIER")
+            _tier = forced if forced in ("bwrap", "rlimits") else ("bwrap" if _bwrap_works() else "rlimits")
+            if _tier != "bwrap":
+                warnings.warn(
+                    "verifiers.code: bubblewrap is not available, so untrusted code runs with rlimits only — "
+                    "it can read host files. Install it with `apt-get install bubblewrap` "
+                    "(see .ci/install-sandbox.sh and docs/sandbox.md).", SandboxWarning, stacklevel=3)
+        return _tier
+
+
+def _bwrap_works() -> bool:
+    if not shutil.which("bwrap"):
+        return False
+    slot = UidSlot()
+    try:
+        cmd = chain("bwrap", find_python(), ["-c", "pass"], limits=None, uid=slot.uid, cgroup_procs=())
+        return subprocess.run(cmd, capture_output=True, timeout=20).returncode == 0
+    except (OSError, RuntimeError, subprocess.SubprocessError):
+        return False
+    finally:
+        slot.release()
+
+
+def _root_binds(python: str) -> list:
+    """Read-only binds of the system: /usr, the merged-/usr symlinks, the interpreter's prefix."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for d in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
+        if os.path.islink(d):
+            args += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            args += ["--ro-bind", d, d]
+    for f in ("/etc/ld.so.cache", "/etc/localtime"):
+        if os.path.exists(f):
+            args += ["--ro-bind", f, f]
+    prefix = os.path.dirname(os.path.dirname(os.path.realpath(python)))
+    if prefix not in ("/", "/usr") and not prefix.startswith("/usr/"):
+        args += ["--ro-bind", prefix, prefix]
+    return args
+
+
+# Joins the cgroups named by the first $1 arguments, then execs the rest.
+_JOIN_SH = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"'
+
+
+def chain(tier: str, python: str, argv: Sequence[str], limits, uid: Optional[int], cgroup_procs: Sequence[str],
+          status_fd: Optional[int] = None) -> list:
+    """The full command line of one run (see the module docstring)."""
+    cmd: list = []
+    if cgroup_procs:
+        cmd += ["/bin/sh", "-c", _JOIN_SH, "sh", str(len(cgroup_procs)), *cgroup_procs]
+    if limits is not None:
+        mem, fsize = int(limits.memory_mb) << 20, int(limits.max_file_mb) << 20
+        cpu = int(-(-float(limits.cpu_seconds or limits.timeout) // 1))
+        cmd += [tool("prlimit"), f"--as={mem}", f"--cpu={cpu}:{cpu + 1}", f"--fsize={fsize}",
+                f"--nofile={limits.max_open_files}", "--core=0"]
+        if uid is not None:  # per-uid, so only meaningful with a dedicated uid; +1 for bwrap itself
+            cmd.append(f"--nproc={limits.max_processes + 1}")
+    if tier == "rlimits":
+        cmd += [tool("unshare"), "--net"] if os.geteuid() == 0 else [tool("unshare"), "--user", "--net"]
+    cmd += [tool("setpriv")]
+    if uid is not None:
+        cmd += [f"--reuid={uid}", f"--regid={NOGROUP}", "--clear-groups"]
+    cmd += ["--pdeathsig=KILL", "--"]  # the chain dies with this process
+    if tier == "bwrap":
+        size = (int(limits.max_file_mb) << 20) if limits is not None else 1 << 20
+        cmd += [tool("bwrap"), "--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1",
+                "--hostname", "sandbox", *_root_binds(python), "--proc", "/proc", "--dev", "/dev",
+                "--size", str(size), "--tmpfs", "/tmp", "--chdir", "/tmp"]
+        if status_fd is not None:
+            cmd += ["--json-status-fd", str(status_fd)]
+        # A shell is PID 1 of the namespace and the program its child: bwrap's own init would be
+        # orphaned (its monitor exits on an eventfd without reaping it), and a program that is PID 1
+        # itself ignores SIGXCPU and even the RLIMIT_CPU SIGKILL. The "; exit" keeps sh from exec'ing.
+        cmd += ["/bin/sh", "-c", '"$@"; exit $?', "sh"]
+    return cmd + [python, *argv]
+
+
+class UidSlot:
+    """A dedicated unprivileged uid for one run (root only; None otherwise).
+
+    ``RLIMIT_NPROC`` counts per uid and root is exempt from it, so each concurrent run gets its own
+    uid: a fork bomb is stopped at its own budget without touching another run's. Uids are reused
+    oldest-first, so the short-lived zombies of a finished run never count against the next one.
+    """
+
+    _base = 2_000_000 + (os.getpid() % 4096) * 1024  # spread by pid: two processes rarely share
+    _free: collections.deque = collections.deque()
+    _next = 0
+    _guard = threading.Lock()
+
+    def __init__(self):
+        self.uid: Optional[int] = None
+        if os.geteuid() != 0:
+            return
+        with UidSlot._guard:
+            if UidSlot._next < 1024 or not UidSlot._free:
+                self.uid = UidSlot._base + UidSlot._next
+                UidSlot._next += 1
+            else:
+                self.uid = UidSlot._free.popleft()
+
+    def release(self) -> None:
+        if self.uid is not None:
+            with UidSlot._guard:
+                UidSlot._free.append(self.uid)
+            self.uid = None
+
+
+def kill_uid(uid: int) -> None:
+    """Kill every process of a slot uid (the rlimits tier's tree kill, no PID namespace there): as
+    that uid, ``kill -9 -1`` reaches exactly the processes the uid owns."""
+    subprocess.run([tool("setpriv"), f"--reuid={uid}", f"--regid={NOGROUP}", "--clear-groups", "--",
+                    "/bin/sh", "-c", "kill -9 -1"], capture_output=True, timeout=10)
