@@ -35,6 +35,8 @@ _PERCENT = re.compile(r"\\%|%|\s(?:percent(?:age)?|pct)\b")
 _THOUSANDS = re.compile(r"(?<![\d.(\[{,])(\d{1,3})((?:,\d{3})+)(?![\d,])")
 _THIN_THOUSANDS = re.compile(r"(?<=\d)\s?\{\s?,\s?\}\s?(?=\d{3})|(?<=\d),\\!(?=\s?\d{3})")
 _SPACE_THOUSANDS = re.compile(r"(?<![\d.,])(\d{1,3})((?: \d{3})+)(?![\d.,])")
+_MIXED_TEXT = re.compile(r"(?<![\w.,/^{])([+-]?)(\d{1,3}(?: \d{3})+|\d+) (\d+)/(\d+)(?![\w/.^])")
+_MIXED_LATEX = re.compile(r"(?<![\w.^{}])(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}(?!\s*[a-zA-Z\\(])")
 _SHORT_REL = re.compile(r"\\(le|ge|ne)(?![a-zA-Z])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _ESCAPED_CMD = re.compile(r"(?<!\\)\\\\(?=[a-zA-Z]{2,})")
@@ -88,6 +90,8 @@ def _collapse_nesting(s: str, open_c: str, close_c: str) -> str:
 def normalize(s: str) -> str:
     """Canonical LaTeX-ish text of one final answer (see the module docstring)."""
     s = _CONTROL.sub("", strip_delimiters(s)).replace('\\"', " ").replace('"', " ")  # quoted answers
+    # a mixed number written on one line: "4 4/9" is 40/9, "-1 000 4/9" is -(1000 + 4/9)
+    s = _MIXED_TEXT.sub(lambda m: f"{m.group(1)}({m.group(2).replace(' ', '')}+{m.group(3)}/{m.group(4)})", s)
     s = _ESCAPED_CMD.sub(r"\\", s)  # "\\frac" from double-escaped JSON/LaTeX is "\frac"
     s = _SHORT_REL.sub(r"\\\1q ", s)  # \le, \ge, \ne → \leq, \geq, \neq
     for old, new in _RENAME:
@@ -106,6 +110,7 @@ def normalize(s: str) -> str:
     s = _FRAC_SHORT2.sub(r"\\frac{\1}", s)
     s = _FRAC_SHORT3.sub(r"\\frac\1{\2}", s)
     s = _SQRT_SHORT.sub(r"\\sqrt{\1}", s)
+    s = _MIXED_LATEX.sub(r"(\1+\\frac{\2}{\3})", s)  # MATH writes 2\frac{1}{4} for 9/4
     s = " ".join(s.split()).replace("{}", "")
     s = _collapse_nesting(_collapse_nesting(s, "(", ")"), "{", "}")
     s = s.rstrip(" .")
