@@ -180,3 +180,26 @@ def test_fallback_tier_warns_and_still_limits(tmp_path):
     tier, status, stdout, res_tier, mem_status, warns = json.loads(out.stdout.strip().splitlines()[-1])
     assert (tier, status, stdout, res_tier, mem_status) == ("rlimits", "ok", "4\n", "rlimits", "memory")
     assert any("bubblewrap is not available" in w and "apt-get install bubblewrap" in w for w in warns)
+
+
+def test_the_sandbox_works_without_root():
+    # the same library driven by an unprivileged user: no uid switch, no cgroups, still bwrap
+    import pathlib
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    if os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs root to switch to an unprivileged user, and /usr/bin/python3")
+    if any(not (p.stat().st_mode & 0o005) for p in [repo, *repo.parents, repo / "verifiers"] if str(p) != "/"):
+        pytest.skip(f"{repo} is not readable by other users")
+    code = (f"import sys, json\nsys.path.insert(0, {str(repo)!r})\n"
+            "from verifiers.code import run_python, sandbox_tier, Limits\n"
+            "net = run_python('import socket\\nsocket.create_connection((\"127.0.0.1\", 9), timeout=1)')\n"
+            "bomb = run_python('import os, time\\nn = 0\\ntry:\\n    while True:\\n        if os.fork() == 0:\\n"
+            "            time.sleep(30)\\n            os._exit(0)\\n        n += 1\\nexcept OSError:\\n    print(n)',"
+            " limits=Limits(max_processes=16, timeout=10))\n"
+            "print(json.dumps([sandbox_tier(), run_python('print(6 * 7)').stdout, net.status, bomb.stdout]))")
+    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", code],
+                         capture_output=True, text=True, timeout=60, cwd="/tmp", env={"PATH": "/usr/bin:/bin"})
+    tier, stdout, net_status, forked = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (tier, stdout, net_status) == ("bwrap", "42\n", "error"), out.stderr
+    assert int(forked) <= 16

@@ -132,8 +132,10 @@ def chain(tier: str, python: str, argv: Sequence[str], limits, uid: Optional[int
         cpu = int(-(-float(limits.cpu_seconds or limits.timeout) // 1))
         cmd += [tool("prlimit"), f"--as={mem}", f"--cpu={cpu}:{cpu + 1}", f"--fsize={fsize}",
                 f"--nofile={limits.max_open_files}", "--core=0"]
-        if uid is not None:  # per-uid, so only meaningful with a dedicated uid; +1 for bwrap itself
+        if uid is not None:  # a dedicated uid: the run's own budget, +1 for bwrap itself
             cmd.append(f"--nproc={limits.max_processes + 1}")
+        elif os.geteuid() != 0:  # our own uid: the count is shared with everything else we run
+            cmd.append(f"--nproc={user_tasks(os.getuid()) + limits.max_processes + 2}")
     if tier == "rlimits":
         cmd += [tool("unshare"), "--net"] if os.geteuid() == 0 else [tool("unshare"), "--user", "--net"]
     cmd += [tool("setpriv")]
@@ -152,6 +154,19 @@ def chain(tier: str, python: str, argv: Sequence[str], limits, uid: Optional[int
         # itself ignores SIGXCPU and even the RLIMIT_CPU SIGKILL. The "; exit" keeps sh from exec'ing.
         cmd += ["/bin/sh", "-c", '"$@"; exit $?', "sh"]
     return cmd + [python, *argv]
+
+
+def user_tasks(uid: int) -> int:
+    """How many tasks (threads included, as RLIMIT_NPROC counts them) ``uid`` runs right now."""
+    n = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    n += len(os.listdir(f"/proc/{entry.name}/task"))
+            except OSError:  # the process ended while we looked
+                pass
+    return n
 
 
 class UidSlot:
