@@ -30,7 +30,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
-__all__ = ["SpecError", "RunSpec", "ModelSpec", "LoraSpec", "EnvRef", "EngineSpec", "SamplingSpec",
+__all__ = ["SpecError", "RunSpec", "ModelSpec", "LoraSpec", "EnvRef", "CurriculumSpec", "EngineSpec", "SamplingSpec",
            "LoggingSpec", "Stage", "STAGE_CONFIGS", "load_spec", "parse_spec", "apply_overrides"]
 
 #: stage name -> the trainer config dataclass its settings are validated against (imported lazily)
@@ -87,11 +87,30 @@ class ModelSpec(_Strict):
         return v
 
 
+class CurriculumSpec(_Strict):
+    """Raise the env's ``knob`` through ``levels`` as the online stages' rollout pass rate rises:
+    once the mean of the last ``window`` rollouts reaches ``raise_at`` (see :mod:`rlenv.curriculum`)."""
+
+    knob: str = Field(min_length=1)
+    levels: list[Any] = Field(min_length=2)
+    raise_at: float = Field(0.8, gt=0.0, le=1.0)
+    window: int = Field(5, gt=0)
+
+
 class EnvRef(_Strict):
-    """Which registered env to train and evaluate on, and its keyword arguments."""
+    """Which registered env to train and evaluate on, its keyword arguments and an optional
+    curriculum over one of them."""
 
     id: str = Field(min_length=1)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    curriculum: Optional[CurriculumSpec] = None
+
+    @model_validator(mode="after")
+    def _knob_not_in_kwargs(self) -> "EnvRef":
+        if self.curriculum is not None and self.curriculum.knob in self.kwargs:
+            raise ValueError(f"curriculum.knob `{self.curriculum.knob}` is also set in env.kwargs; "
+                             f"remove it from kwargs, the curriculum sets it (levels {self.curriculum.levels})")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -364,14 +383,35 @@ def parse_spec(data: Any, overrides: Sequence[str] = (), source: str = "", check
         from . import registry
 
         try:
-            registry.spec(spec.env.id)
+            env_spec = registry.spec(spec.env.id)
         except LookupError as e:
             errors.append(f"env.id: {e}")
+        else:
+            errors += _check_curriculum_knob(spec.env, env_spec)
     stages = [_validate_stage(spec, i, item, errors) for i, item in enumerate(spec.stages)]
     if errors:
         raise SpecError(errors, source)
     spec._stages = stages
     return spec
+
+
+def _check_curriculum_knob(env: EnvRef, env_spec: Any) -> list[str]:
+    """The curriculum's knob must be a keyword the env's factory takes (checked from its signature,
+    without building the env; factories taking ``**kwargs`` accept anything)."""
+    import inspect
+
+    if env.curriculum is None:
+        return []
+    try:
+        params = inspect.signature(env_spec.load()).parameters
+    except (TypeError, ValueError, ImportError, AttributeError):
+        return []
+    if env.curriculum.knob in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return []
+    names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    close = difflib.get_close_matches(env.curriculum.knob, names, n=1, cutoff=0.6)
+    hint = f"did you mean `{close[0]}`?" if close else f"its keywords: {', '.join(names)}"
+    return [f"env.curriculum.knob: `{env.id}` has no keyword `{env.curriculum.knob}` — {hint}"]
 
 
 def load_spec(path: Union[str, Path], overrides: Sequence[str] = (), check_env: bool = True) -> RunSpec:

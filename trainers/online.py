@@ -148,12 +148,20 @@ class OnlineTrainer(BaseTrainer):
         tokenizer: loaded with the model when None.
         engine: a ready :class:`rlenv.engines.Engine`; by default one is built from
             ``config.engine`` on the policy itself.
+        curriculum: an :class:`rlenv.curriculum.Curriculum`; each step's rollout pass rate is fed to
+            it and the env is rebuilt at the next level when it says so. ``env`` defaults to
+            ``curriculum.make_env()``.
     """
 
     def __init__(self, model: Any = None, env: Any = None, config: Any = None, *,
-                 verifiers: Optional[Sequence[Any]] = None, tokenizer: Any = None, engine: Any = None):
+                 verifiers: Optional[Sequence[Any]] = None, tokenizer: Any = None, engine: Any = None,
+                 curriculum: Any = None):
         self._engine = engine
         self.timing: dict = {}
+        self.curriculum = curriculum
+        self._verifiers_replaced = bool(verifiers)
+        if env is None and curriculum is not None:
+            env = curriculum.make_env()
         super().__init__(model, config, tokenizer=tokenizer, env=build_env(env, verifiers))
 
     # -- generation ------------------------------------------------------------------------------
@@ -185,11 +193,23 @@ class OnlineTrainer(BaseTrainer):
                                 max_new_tokens=c.max_new_tokens, seed=seed)
         batch = collect_rollouts(self.env, self.engine, n_prompts, group_size=c.group_size, sampling=params,
                                  seed=seed)
+        if self.curriculum is not None and round_ == 0:  # refill rounds are biased towards hard prompts
+            self._observe_curriculum(batch)
         gen = batch.metrics.get("generation_time_s", 0.0)
         self.timing["generation_s"] = self.timing.get("generation_s", 0.0) + gen
         self.timing["scoring_s"] = self.timing.get("scoring_s", 0.0) + max(
             batch.metrics.get("rollout_time_s", 0.0) - gen, 0.0)
         return batch
+
+    def _observe_curriculum(self, batch: Any) -> None:
+        """Feed the rollout's pass rate to the curriculum; rebuild the env when the level rises
+        (from the next step on: this step's rollout is already drawn)."""
+        correct = batch.correct if batch.correct is not None else batch.rewards > 0
+        if self.curriculum.observe(float(correct.float().mean())):
+            rubric = getattr(self.env.unwrapped, "rubric", None)
+            self.env = self.curriculum.make_env()
+            if rubric is not None and self._verifiers_replaced:  # keep verifiers= passed to the trainer
+                self.env.unwrapped.rubric = rubric
 
     @torch.no_grad()
     def score_logprobs(self, model: Any, batch: Any, chunks: list) -> torch.Tensor:
@@ -219,13 +239,20 @@ class OnlineTrainer(BaseTrainer):
         out["time/training_s"] = train_s
         out["time/generation_s"] = self.timing.get("generation_s", 0.0)
         out["time/scoring_s"] = self.timing.get("scoring_s", 0.0)
+        if self.curriculum is not None:
+            out["curriculum/level"] = float(self.curriculum.level_index)
         return out
 
     def data_state(self) -> dict:
-        return {"global_step": self.global_step}  # prompt draws are a function of the step
+        state = {"global_step": self.global_step}  # prompt draws are a function of the step
+        if self.curriculum is not None:
+            state["curriculum"] = self.curriculum.state_dict()
+        return state
 
     def load_data_state(self, state: dict) -> None:
-        pass
+        if self.curriculum is not None and state.get("curriculum"):
+            self.curriculum.load_state_dict(state["curriculum"])
+            self.env = self.curriculum.make_env()
 
 
 @dataclasses.dataclass
