@@ -85,6 +85,16 @@ def test_humaneval_check_candidate_with_tolerance_and_skipped_loop():
     assert (rep.passed, rep.total, rep.skipped) == (2, 2, 1)
 
 
+def test_helpers_and_locals_of_the_test_code_are_skipped_not_trusted():
+    answer = ("def poly(xs, x):\n    return sum(c * x ** i for i, c in enumerate(xs))\n\n"
+              "def check(candidate):\n    xs = [1, 2]\n    assert candidate(xs) == 3\n"
+              "    assert abs(poly([1, 1], candidate([0, 0]))) < 1e-6\n    assert candidate([1]) == 1\n")
+    cases, skipped = parse_tests({"test": answer, "entry_point": "total"})
+    assert [c.text for c in cases] == ["candidate([1]) == 1"] and skipped == 2
+    with pytest.raises(ValueError, match="entry_point"):
+        parse_tests("def check(candidate):\n    assert candidate(1) == 1\n")
+
+
 def test_apps_call_based_and_stdio_formats():
     cases, _ = parse_tests({"fn_name": "add", "inputs": [[1, 2], [[1], [2]]], "outputs": [3, [1, 2]]})
     assert all(isinstance(c, CallTest) for c in cases)

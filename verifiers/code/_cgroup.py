@@ -12,12 +12,14 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import threading
 import time
 from typing import Optional
 
 _ROOT = "/sys/fs/cgroup"
 _counter = itertools.count()
 _probe: Optional[dict] = None
+_probe_lock = threading.Lock()
 
 
 def _own_path(controller: str) -> str:
@@ -67,8 +69,9 @@ def _writable_base() -> dict:
 def available() -> bool:
     """True when per-run pids and memory cgroups can be created here (probed once)."""
     global _probe
-    if _probe is None:
-        _probe = _writable_base() if os.geteuid() == 0 else {}
+    with _probe_lock:
+        if _probe is None:
+            _probe = _writable_base() if os.geteuid() == 0 else {}
     return bool(_probe)
 
 

@@ -140,13 +140,23 @@ def parse_call_tests(tests, entry_point: Optional[str] = None) -> tuple[list, in
     except SyntaxError as e:
         raise ValueError(f"function tests do not parse as Python ({e.msg}, line {e.lineno}); "
                          "pass assert statements such as `assert f(1) == 2`") from None
+    if not entry_point and any(isinstance(n, ast.Name) and n.id == "candidate" for n in ast.walk(tree)):
+        raise ValueError("the tests call `candidate` (HumanEval style) but no entry point is given; "
+                         "set task.info['entry_point'] to the function's name")
     rename = {"candidate": entry_point} if entry_point else {}
+    # names the test code defines itself (helpers, local variables): an expression using them
+    # cannot be evaluated in the sandbox without trusting code the solution could patch
+    own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name != "check"}
+    own |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    own |= {(a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+            for a in n.names} - {"math"}
     out, skipped = [], 0
     asserts, skipped = _assert_nodes(tree)
     for node in asserts:
         split = _Split(rename)
         check = split.visit(ast.parse(ast.unparse(node.test), mode="eval").body)
-        if split.unsupported or not split.child:
+        uses_own = any(isinstance(n, ast.Name) and n.id in own for c in split.child for n in ast.walk(ast.parse(c)))
+        if split.unsupported or not split.child or uses_own:
             skipped += 1
             continue
         expr = ast.fix_missing_locations(ast.Expression(body=check))
