@@ -192,3 +192,39 @@ def test_cuda_graph_decode_matches_eager(tiny_model_dir):
     graph = HFEngine(model, tok, use_cuda_graph=True).generate(PROMPTS, params)
     eager = HFEngine(model, tok, use_cuda_graph=False).generate(PROMPTS, params)
     assert [[c.token_ids for c in g] for g in graph] == [[c.token_ids for c in g] for g in eager]
+
+
+@pytest.mark.slow
+def test_decode_step_traces_as_one_graph(tiny_model_dir, attn="sdpa"):
+    """The CPU proxy for CUDA-graph capture: dynamo traces the whole decode step (forward, mask,
+    sampling, bookkeeping) with ``fullgraph=True`` — no host sync, no data-dependent Python branch.
+    (The seeded generator object is left out: dynamo cannot trace it, CUDA graphs register it.)"""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=attn)
+    eng = HFEngine(model, AutoTokenizer.from_pretrained(tiny_model_dir))
+    params = SamplingParams(n=2, max_new_tokens=8, seed=0, top_k=5, top_p=0.9)
+    eng.generate([[1, 2, 3]], params)
+    st = next(iter(eng._states.values()))
+    with torch.inference_mode():
+        st.generator = None
+        st.step_idx.fill_(1)
+        st.write_pos.fill_(4)
+        for layer in st.cache.layers:
+            layer.cumulative_length.fill_(4)
+        torch.compile(eng._step, backend="eager", fullgraph=True)(st, params, False)
+        assert int(st.step_idx) == 2 and int(st.write_pos) == 5 and st.kv_valid[:, 4].all()
+
+
+def test_eager_attention_uses_an_additive_mask_and_agrees_with_sdpa(tiny_model_dir, engine):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="eager")
+    eager = HFEngine(model, AutoTokenizer.from_pretrained(tiny_model_dir))
+    assert eager._mask_kind == "float" and engine._mask_kind == "bool"
+    params = SamplingParams(n=2, max_new_tokens=12, seed=4)
+    a, b = eager.generate(PROMPTS, params), engine.generate(PROMPTS, params)
+    for ga, gb in zip(a, b):
+        for ca, cb in zip(ga, gb):
+            assert ca.token_ids == cb.token_ids
+            assert torch.allclose(torch.tensor(ca.logprobs), torch.tensor(cb.logprobs), atol=1e-4)
