@@ -138,9 +138,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_train(args) -> int:
-    _load_spec(args.spec, args.overrides)  # fail fast, before torch or a model is loaded
+    spec = _load_spec(args.spec, args.overrides)  # fail fast, before torch or a model is loaded
     run_spec = _optional("trainers.pipeline", "run_spec", "rlenv train")
-    run_spec(args.spec, list(args.overrides))
+    run_spec(spec)  # already validated, overrides applied
     return 0
 
 
