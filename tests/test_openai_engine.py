@@ -50,18 +50,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                        for i in range(n)]
         payload = json.dumps({"choices": choices, "usage": {"prompt_tokens": 3, "completion_tokens": 2 * n,
                                                             "total_tokens": 3 + 2 * n}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):  # the client timed out first: the point
+            pass
 
 
 @pytest.fixture()
 def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.lock, srv.script, srv.bodies = threading.Lock(), [], []
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv
     srv.shutdown()

