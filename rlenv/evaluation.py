@@ -151,8 +151,8 @@ def evaluate(env: Any, model: Any, *, n: int = 1, k: Union[int, Sequence[int]] =
                 "failed": bool(batch.failed[b]), "truncated": bool(batch.truncated[b]),
                 "completion_tokens": int(batch.completion_lengths[b]),
             })
-    result: dict = {"env": env_id, "model": str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__,
-                    "num_tasks": len(tasks), "n": n}
+    model_name = str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
+    result: dict = {"env": env_id, "model": model_name, "num_tasks": len(tasks), "n": n}
     for x in ks:
         result[f"pass@{x}"] = float(np.mean([pass_at_k(n, c, x) for c in per_task]))
     result["reward_mean"] = float(np.mean([r["reward"] for r in rows]))

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 
 from .batch import RolloutBatch
-from .core import Env, Task
+from .core import Env
 from .engines.base import Engine, SamplingParams
 from .engines.hf import encode_prompt
 from .rollout_metrics import rollout_metrics
@@ -104,12 +104,18 @@ class _Envs:
         self.made: list = []
         self.shared: Optional[queue.Queue] = None
         self.instance: Optional[Env] = None
+        self.factory: Optional[Callable] = None
         if isinstance(env_or_factory, str):
             from .registry import make
 
-            env_id = env_or_factory
-            self.factory: Optional[Callable] = lambda: make(env_id)
-        elif isinstance(env_or_factory, type):  # an Env class: each call builds one
+            env_id, first = env_or_factory, make(env_or_factory)
+            self.made.append(first)  # built here, so closed here
+            if getattr(first, "max_turns", 1) > 1:  # multi-turn: a fresh env per live trajectory
+                self.free.append(first)
+                env_or_factory = lambda: make(env_id)  # noqa: E731
+            else:  # single-turn: shared like an instance, no env built per sample
+                env_or_factory = first
+        if isinstance(env_or_factory, type):  # an Env class: each call builds one
             self.factory = env_or_factory
         elif hasattr(env_or_factory, "reset") and hasattr(env_or_factory, "step"):
             self.instance = env_or_factory
@@ -358,8 +364,9 @@ def _to_batch(trajs: list, tasks: list, tokenizer: Any, pad_id: int) -> RolloutB
     if all(t.correct is not None for t in trajs):
         correct = torch.tensor([bool(t.correct) for t in trajs])
     multi = any(t.turns > 1 for t in trajs)
-    texts = [tokenizer.decode(t.ids[t.prompt_len:], skip_special_tokens=False) if multi else (t.texts[-1] if t.texts else "")
-             for t in trajs]
+    # multi-turn rows log the whole exchange after the prompt (env turns included)
+    texts = [tokenizer.decode(t.ids[t.prompt_len:], skip_special_tokens=False) if multi
+             else (t.texts[-1] if t.texts else "") for t in trajs]
     return RolloutBatch(
         input_ids=input_ids, attention_mask=attention, loss_mask=loss_mask, sampling_logprobs=logprobs,
         rewards=torch.tensor([t.reward for t in trajs], dtype=torch.float32),
