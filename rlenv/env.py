@@ -155,6 +155,48 @@ class SingleTurnEnv(Env):
         reward, info = self._score(action)
         return [], reward, True, False, info
 
+    # -- interop: out to TRL ---------------------------------------------------------------------
+    def as_dataset(self, n: Optional[int] = None) -> Any:
+        """The env's tasks as a ``datasets.Dataset`` in TRL's conversational prompt format.
+
+        Each row has ``prompt`` (the chat messages :meth:`reset` would show: system prompt and
+        few-shot pairs included), ``answer``, ``task_id`` and the task's ``info`` entries as columns,
+        which TRL hands back to :meth:`as_reward_function`'s function as keyword lists. ``n`` takes
+        the first ``n`` tasks; it is required for an endless procedural source.
+        """
+        import datasets
+
+        from verifiers.trl_compat import task_to_row
+
+        size = self.source.size()
+        if n is None and size is None:
+            raise ValueError(f"{self!r}.as_dataset(): the task source is endless; pass n=<number of tasks>")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"as_dataset(n=...) must be a positive int, got {n!r}")
+        count = n if size is None else min(n or size, size)
+        rows = []
+        for i in range(count):
+            task = self.source[i]
+            rows.append(task_to_row(task, format_prompt(task, self.system_prompt, self.few_shot)))
+        try:
+            return datasets.Dataset.from_list(rows)
+        except Exception as e:  # pyarrow cannot type a column (mixed or non-data values in task.info)
+            raise ValueError(f"{self!r}.as_dataset(): the task columns {sorted(rows[0])} do not fit one "
+                             f"Arrow table ({type(e).__name__}: {e}); keep task.info values plain data of "
+                             f"one type per key") from e
+
+    def as_reward_function(self, name: Optional[str] = None) -> Any:
+        """A TRL reward function ``fn(prompts, completions, **columns) -> list[float | None]`` that
+        scores with this env's rubric; pass it to ``trl.GRPOTrainer(reward_funcs=...)`` with
+        :meth:`as_dataset` as the train set. Failed scores come back as ``None`` (masked by TRL).
+        ``name`` (default: the env id) names it in TRL's logs."""
+        import re
+
+        from verifiers.trl_compat import to_trl_reward
+
+        sid = getattr(self.spec, "id", None) or type(self).__name__
+        return to_trl_reward(self.rubric, name=name or re.sub(r"\W+", "_", sid).strip("_"))
+
 
 #: the name used in the issue and the docs; the same class
 TaskEnv = SingleTurnEnv
