@@ -106,12 +106,11 @@ def run_argv(argv: Sequence[str], stdin: str | bytes = "", limits: Optional[Limi
     if not os.access(python, os.X_OK):
         return ExecResult(KILLED, reason=f"sandbox failed to start: interpreter {python} is not executable",
                           tier=tier, sandbox_error=True)
-    group = _cgroup.RunGroup(limits.max_processes + 1, (int(limits.memory_mb) + int(limits.max_file_mb) + 64) << 20) \
-        if _cgroup.available() else None
-    slot = UidSlot()
-    scratch = None
-    fds: dict = {}
+    group, slot, scratch, fds, proc = None, UidSlot(), None, {}, None
     try:
+        if _cgroup.available():
+            group = _cgroup.RunGroup(limits.max_processes + 1,
+                                     (int(limits.memory_mb) + int(limits.max_file_mb) + 64) << 20)
         if channel:
             fds["channel"] = os.pipe()
             argv = [a.replace("{fd}", str(fds["channel"][1])) for a in argv]
@@ -127,12 +126,9 @@ def run_argv(argv: Sequence[str], stdin: str | bytes = "", limits: Optional[Limi
         status_fd = fds["status"][1] if "status" in fds else None
         cmd = chain(tier, python, argv, limits, slot.uid, group.procs_paths if group else (), status_fd)
         start = time.monotonic()
-        try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    env=env, cwd=cwd, close_fds=True, pass_fds=tuple(w for _, w in fds.values()),
-                                    start_new_session=True)
-        except OSError as e:
-            return ExecResult(KILLED, reason=f"sandbox failed to start: {e}", tier=tier, sandbox_error=True)
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env, cwd=cwd, close_fds=True, pass_fds=tuple(w for _, w in fds.values()),
+                                start_new_session=True)
         for name, (r, w) in fds.items():
             os.close(w)
             fds[name] = (r, -1)
@@ -142,6 +138,14 @@ def run_argv(argv: Sequence[str], stdin: str | bytes = "", limits: Optional[Limi
         _finish(proc, tier, slot, group, res, float(limits.cpu_seconds or limits.timeout), bwrap_status)
         res.wall_time = time.monotonic() - start
         return res
+    except (OSError, RuntimeError) as e:  # cgroup, pipe or exec failure, a missing tool: not the program's fault
+        if proc is not None and proc.returncode is None:
+            _kill(proc)
+            try:
+                os.waitpid(proc.pid, 0)
+            except ChildProcessError:
+                pass
+        return ExecResult(KILLED, reason=f"sandbox failed to start: {e}", tier=tier, sandbox_error=True)
     finally:
         for r, w in fds.values():
             for fd in (r, w):
