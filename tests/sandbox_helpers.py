@@ -7,12 +7,14 @@ import os
 import pytest
 
 from verifiers.code import sandbox_tier
+from verifiers.code._launch import why_not_bwrap
 
 
 def require_bwrap() -> None:
-    """Skip (with the reason) when bubblewrap is not installed; CI installs it via .ci/install-sandbox.sh."""
+    """Skip (with the reason) when bubblewrap cannot run here; CI installs it via .ci/install-sandbox.sh."""
     if sandbox_tier() != "bwrap":
-        pytest.skip("bubblewrap is not installed here; run .ci/install-sandbox.sh (as root) to test the real sandbox")
+        pytest.skip(f"the real sandbox cannot run here ({why_not_bwrap() or 'RLENV_SANDBOX_TIER forces rlimits'}); "
+                    "run .ci/install-sandbox.sh as root")
 
 
 def processes_with(marker: str) -> list[int]:

@@ -81,20 +81,36 @@ def sandbox_tier() -> str:
             _tier = forced if forced in ("bwrap", "rlimits") else ("bwrap" if _bwrap_works() else "rlimits")
             if _tier != "bwrap":
                 warnings.warn(
-                    "verifiers.code: bubblewrap is not available, so untrusted code runs with rlimits only — "
-                    "it can read host files. Install it with `apt-get install bubblewrap` "
+                    f"verifiers.code: {_why_not or 'the rlimits tier was forced'}, so untrusted code runs with "
+                    "rlimits only — "
+                    "it can read host files. Install bubblewrap with `apt-get install bubblewrap` "
                     "(see .ci/install-sandbox.sh and docs/sandbox.md).", SandboxWarning, stacklevel=3)
         return _tier
 
 
+_why_not = ""
+
+
+def why_not_bwrap() -> str:
+    """Why the bwrap tier is not used here (empty when it is)."""
+    sandbox_tier()
+    return _why_not
+
+
 def _bwrap_works() -> bool:
+    global _why_not
     if not shutil.which("bwrap"):
+        _why_not = "bubblewrap is not installed"
         return False
     slot = UidSlot()
     try:
         cmd = chain("bwrap", find_python(), ["-c", "pass"], limits=None, uid=slot.uid, cgroup_procs=())
-        return subprocess.run(cmd, capture_output=True, timeout=20).returncode == 0
-    except (OSError, RuntimeError, subprocess.SubprocessError):
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+        if p.returncode != 0:  # e.g. unprivileged user namespaces are disabled
+            _why_not = f"bubblewrap is installed but fails here: {p.stderr.strip()[-300:]}"
+        return p.returncode == 0
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        _why_not = f"bubblewrap cannot be started: {e}"
         return False
     finally:
         slot.release()
