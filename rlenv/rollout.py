@@ -93,10 +93,12 @@ class _Envs:
     """Gives each trajectory an env.
 
     - a factory (env id, Env class or callable): one env per live trajectory, reused afterwards;
-    - a multi-turn instance: deep-copied per live trajectory (each needs its own episode state);
-    - a single-turn instance: ``workers`` shallow copies, each used by one thread at a time for a
-      ``reset`` + ``step`` pair, so verifiers run in parallel. (Shallow copies share the task source
-      and rubric; ``reset`` must rebind per-episode state, as :class:`rlenv.SingleTurnEnv` does.)
+    - a multi-turn instance: one copy per live trajectory (each needs its own episode state);
+    - a single-turn instance: ``workers`` copies, each used by one thread at a time for a
+      ``reset`` + ``step`` pair, so verifiers run in parallel.
+
+    Copies of :class:`rlenv.SingleTurnEnv` / ``MultiTurnEnv`` are shallow (they share the task source
+    and rubric; their ``reset`` rebinds all per-episode state); other envs are deep-copied.
     """
 
     def __init__(self, env_or_factory: Any, workers: int):
@@ -121,11 +123,11 @@ class _Envs:
             self.instance = env_or_factory
             self.factory = None
             if getattr(env_or_factory, "max_turns", 1) > 1:
-                self.factory = lambda: copy.deepcopy(env_or_factory)
+                self.factory = lambda: _clone(env_or_factory)
             else:
                 self.shared = queue.Queue()
                 for i in range(max(1, workers)):
-                    self.shared.put(env_or_factory if i == 0 else copy.copy(env_or_factory))
+                    self.shared.put(env_or_factory if i == 0 else _clone(env_or_factory))
         elif callable(env_or_factory):
             self.factory = env_or_factory
         else:
@@ -179,6 +181,12 @@ class _Envs:
                 pass
 
 
+def _clone(env: Env) -> Env:
+    from .env import SingleTurnEnv
+
+    return copy.copy(env) if isinstance(env, SingleTurnEnv) else copy.deepcopy(env)
+
+
 def _draw_tasks(env: Env, n: int, seed: Optional[int]) -> list:
     tasks = []
     for i in range(n):
@@ -199,7 +207,7 @@ def collect_rollouts(env_or_factory: Union[Env, str, Callable[[], Env]], engine:
 
     Args:
         env_or_factory: an env id, a zero-argument factory, or an env instance (single-turn: one
-            shallow copy per verifier worker; multi-turn: deep-copied per trajectory).
+            copy per verifier worker; multi-turn: one copy per live trajectory).
         engine: the generation engine; its tokenizer renders chat templates.
         tasks_or_n: the tasks (anything ``env.reset(options={"task": ...})`` accepts), or a number
             of tasks to draw from the env (seeded by ``seed``).

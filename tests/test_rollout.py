@@ -223,3 +223,22 @@ def test_registered_env_id(engine):
     assert len(batch) == 4 and all(isinstance(t, Task) for t in batch.tasks)
     assert batch.tasks[0] is batch.tasks[1] and batch.group_ids.tolist() == [0, 0, 1, 1]
     assert set(batch.reward_components) and batch.correct is not None
+
+
+def test_multi_turn_env_instance_gets_one_copy_per_trajectory(engine):
+    import rlenv
+
+    class Retry(rlenv.MultiTurnEnv):
+        max_turns = 3
+
+        def env_response(self, messages, task):
+            return "try again", False  # never satisfied: the turn limit truncates
+
+    env = Retry([Task("Guess", "x")], [parity])
+    batch = collect_rollouts(env, engine, list(env.source), group_size=3,
+                             sampling=SamplingParams(max_new_tokens=30, seed=1, stop=STOPS))
+    assert batch.metrics["turns_mean"] == 3 and batch.truncated.all()
+    assert env.task is None  # the instance itself was never stepped: copies were
+    for b in range(3):  # model, env, model, env, model
+        mask = batch.loss_mask[b, int(batch.prompt_lengths[b]):int(batch.attention_mask[b].sum())]
+        assert int((mask[1:] != mask[:-1]).sum()) == 4
