@@ -59,5 +59,10 @@ def test_two_process_ddp_steps(micro_model_dir, tmp_path):
                         train_dataset=PAIRS)
     single.train()
     w0 = torch.load(tmp_path / "dpo" / "weights_rank0.pt", weights_only=True)
+    moved = 0.0
     for k, v in single.unwrapped_model.state_dict().items():
-        torch.testing.assert_close(w0[k], v, rtol=1e-4, atol=1e-5, msg=k)
+        # Adam's first step is ~lr·sign(g): a gradient within float noise of 0 may move its weight by
+        # ~1e-5 differently, so compare at 1 % of the lr (1e-2) instead of bit for bit
+        torch.testing.assert_close(w0[k], v, rtol=0, atol=1e-4, msg=k)
+        moved = max(moved, float((v - single.ref.frozen.state_dict()[k]).abs().max()))
+    assert moved > 5e-3  # the update itself is ~lr, far above the tolerance

@@ -267,6 +267,14 @@ class BaseTrainer:
             return
         self._build_optimizer()
         acc = self.accelerator
+        ds = getattr(acc.state, "deepspeed_plugin", None)
+        if ds is not None:
+            # no dataloader goes through prepare(), so DeepSpeed learns the micro-batch size here
+            cfg = ds.deepspeed_config
+            if cfg.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+                cfg["train_micro_batch_size_per_gpu"] = self.config.per_device_train_batch_size
+            if cfg.get("gradient_clipping", "auto") == "auto":
+                cfg["gradient_clipping"] = self.config.max_grad_norm
         names = list(self.extra_modules)
         prepared = acc.prepare(self.model, *self.extra_modules.values(), self.optimizer)
         self.model, self.optimizer = prepared[0], prepared[-1]
