@@ -39,15 +39,29 @@ def test_cpu_time_limit_below_the_wall_clock_limit():
     assert (r.status, r.reason) == ("timeout", "CPU time limit"), r
 
 
-def test_a_sandbox_failure_is_infrastructure_and_cannot_be_faked():
+def test_file_size_and_scratch_limits():
+    r = run_python("open('big', 'wb').write(b'x' * (3 << 20))\nprint('WROTE')", limits=Limits(max_file_mb=1))
+    assert r.status in ("killed", "error") and "WROTE" not in r.stdout, r  # SIGXFSZ or "File too large"
+    r = run_python("for i in range(8):\n    open(f'f{i}', 'wb').write(b'x' * (600 << 10))\nprint('WROTE')",
+                   limits=Limits(max_file_mb=1))
+    assert r.status == "error" and "No space left" in r.stderr, r  # the tmpfs holds max_file_mb in all
+
+
+def test_a_sandbox_failure_is_infrastructure_and_cannot_be_faked(tmp_path):
+    import shutil
+
     from verifiers.code import run_argv
 
     missing = run_argv(["-c", "pass"], python="/nonexistent/bin/python3")
     assert missing.sandbox_error and "not executable" in missing.reason, missing
-    # bwrap itself cannot start with 4 fds: it never reports the program's exit code
-    broken = run_python("print(1)", limits=Limits(max_open_files=4))
-    assert broken.sandbox_error and broken.status == "killed" and "bwrap" in broken.reason, broken
-    assert CodeVerifier(limits=Limits(max_open_files=4)).score(fence(ADD), Task("x", answer=["assert add(1, 1) == 2"])).failed
+    if os.geteuid() == 0:
+        # an interpreter in a root-only directory: bwrap (as the run's uid) cannot bind it, so it
+        # never reports the program's exit code
+        (tmp_path / "bin").mkdir()
+        hidden = shutil.copy(os.path.realpath("/usr/bin/python3"), tmp_path / "bin" / "python3")
+        os.chmod(tmp_path, 0o700)
+        broken = run_argv(["-c", "print(1)"], python=str(hidden))
+        assert broken.sandbox_error and broken.status == "killed" and "bwrap" in broken.reason, broken
     fake = run_python("import sys\nprint(\"bwrap: Can't fork for pid 1\", file=sys.stderr)\nsys.exit(1)")
     assert not fake.sandbox_error and fake.status == "error", fake
 

@@ -4,10 +4,11 @@ The run is started as one chain of small programs, each exec'ing the next, so th
 forks a copy of itself (``subprocess`` then uses ``vfork``; a trainer holding gigabytes would
 otherwise pay hundreds of milliseconds per ``fork``):
 
-    [sh: join the run's cgroups] → prlimit (rlimits) → [unshare --net] → setpriv (uid, parent-death
-    signal) → bwrap (namespaces, read-only root, tmpfs scratch) → sh (PID 1, reaps) → python
+    [sh: join the run's cgroups] → setpriv (uid, parent-death signal) → bwrap (namespaces,
+    read-only root, tmpfs scratch) → sh (PID 1: sets the rlimits, reaps) → python
 
-``prlimit``, ``setpriv`` and ``unshare`` are util-linux (in every Debian/Ubuntu base system).
+The rlimits tier runs ``prlimit → unshare --net → setpriv → python`` instead. ``prlimit``,
+``setpriv`` and ``unshare`` are util-linux (in every Debian/Ubuntu base system).
 """
 
 from __future__ import annotations
@@ -137,21 +138,51 @@ def _root_binds(python: str) -> list:
 _JOIN_SH = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"'
 
 
+# ``ulimit`` spellings of the shells /bin/sh may be: (flag for RLIMIT_NPROC, bytes per -f unit)
+_SHELLS = {"dash": ("-p", 512), "bash": ("-u", 1024)}
+
+
+def _ulimit_script(limits) -> Optional[str]:
+    """The PID-1 shell script that sets the rlimits and runs the program (None: unknown /bin/sh).
+
+    Set inside the namespace, ``RLIMIT_NPROC`` counts only the run's own processes (the kernel
+    counts per user namespace), so it is exact for root and unprivileged users alike. If a limit
+    cannot be set the program does not run: exit 125, a plain failure — never a pass.
+    """
+    flavour = _SHELLS.get(os.path.basename(os.path.realpath("/bin/sh")))
+    if flavour is None:
+        return None
+    nproc_flag, fsize_unit = flavour
+    cpu = int(-(-float(limits.cpu_seconds or limits.timeout) // 1))
+    steps = [f"ulimit -v {int(limits.memory_mb) * 1024}", f"ulimit -St {cpu}", f"ulimit -Ht {cpu + 1}",
+             f"ulimit -f {(int(limits.max_file_mb) << 20) // fsize_unit}", f"ulimit -n {int(limits.max_open_files)}",
+             "ulimit -c 0", f"ulimit {nproc_flag} {int(limits.max_processes) + 1}"]
+    return (" && ".join(steps) + ' || { echo "rlenv-sandbox: cannot set resource limits" >&2; exit 125; }; '
+            '"$@"; exit $?')
+
+
+def _prlimit(limits, uid: Optional[int]) -> list:
+    """rlimits through util-linux ``prlimit`` (the rlimits tier, or an unknown /bin/sh)."""
+    mem, fsize = int(limits.memory_mb) << 20, int(limits.max_file_mb) << 20
+    cpu = int(-(-float(limits.cpu_seconds or limits.timeout) // 1))
+    cmd = [tool("prlimit"), f"--as={mem}", f"--cpu={cpu}:{cpu + 1}", f"--fsize={fsize}",
+           f"--nofile={limits.max_open_files}", "--core=0"]
+    if uid is not None:  # a dedicated uid: the run's own budget, +1 for bwrap itself
+        cmd.append(f"--nproc={limits.max_processes + 1}")
+    elif os.geteuid() != 0:  # our own uid: the count is shared with everything else we run
+        cmd.append(f"--nproc={user_tasks(os.getuid()) + limits.max_processes + 2}")
+    return cmd
+
+
 def chain(tier: str, python: str, argv: Sequence[str], limits, uid: Optional[int], cgroup_procs: Sequence[str],
           status_fd: Optional[int] = None) -> list:
     """The full command line of one run (see the module docstring)."""
     cmd: list = []
     if cgroup_procs:
         cmd += ["/bin/sh", "-c", _JOIN_SH, "sh", str(len(cgroup_procs)), *cgroup_procs]
-    if limits is not None:
-        mem, fsize = int(limits.memory_mb) << 20, int(limits.max_file_mb) << 20
-        cpu = int(-(-float(limits.cpu_seconds or limits.timeout) // 1))
-        cmd += [tool("prlimit"), f"--as={mem}", f"--cpu={cpu}:{cpu + 1}", f"--fsize={fsize}",
-                f"--nofile={limits.max_open_files}", "--core=0"]
-        if uid is not None:  # a dedicated uid: the run's own budget, +1 for bwrap itself
-            cmd.append(f"--nproc={limits.max_processes + 1}")
-        elif os.geteuid() != 0:  # our own uid: the count is shared with everything else we run
-            cmd.append(f"--nproc={user_tasks(os.getuid()) + limits.max_processes + 2}")
+    script = _ulimit_script(limits) if (limits is not None and tier == "bwrap") else None
+    if limits is not None and script is None:
+        cmd += _prlimit(limits, uid)
     if tier == "rlimits":
         cmd += [tool("unshare"), "--net"] if os.geteuid() == 0 else [tool("unshare"), "--user", "--net"]
     cmd += [tool("setpriv")]
@@ -168,7 +199,7 @@ def chain(tier: str, python: str, argv: Sequence[str], limits, uid: Optional[int
         # A shell is PID 1 of the namespace and the program its child: bwrap's own init would be
         # orphaned (its monitor exits on an eventfd without reaping it), and a program that is PID 1
         # itself ignores SIGXCPU and even the RLIMIT_CPU SIGKILL. The "; exit" keeps sh from exec'ing.
-        cmd += ["/bin/sh", "-c", '"$@"; exit $?', "sh"]
+        cmd += ["/bin/sh", "-c", script or '"$@"; exit $?', "sh"]
     return cmd + [python, *argv]
 
 
