@@ -16,6 +16,9 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+#: bumped whenever the preset (model or tokenizer) changes, so cached copies are rebuilt
+PRESET_VERSION = 2
+
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 # ChatML, with {% generation %} markers so transformers can return assistant-token masks.
@@ -48,6 +51,8 @@ def build_tiny_tokenizer() -> Qwen2Tokenizer:
         vocab[tok] = len(vocab)
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, bos_token=None,
                                eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    # <|im_start|> is in the vocab; registering it as special keeps it one token in chat prompts
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
     tokenizer.chat_template = CHATML_TEMPLATE
     tokenizer.padding_side = "left"
     return tokenizer
@@ -105,5 +110,5 @@ def resolve_model_path(name: str, cache_dir: Optional[str | os.PathLike] = None)
     preset = name.split(":", 1)[1] if name.startswith("preset:") else name
     if preset in TINY_PRESETS and not Path(name).exists():
         base = Path(cache_dir or os.environ.get("RLENV_CACHE", Path.home() / ".cache" / "rlenv"))
-        return str(create_tiny_model(base / f"preset-{preset}"))
+        return str(create_tiny_model(base / f"preset-{preset}-v{PRESET_VERSION}"))
     return name
