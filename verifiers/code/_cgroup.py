@@ -9,6 +9,7 @@ falls back to rlimits, a dedicated uid and the PID namespace.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -97,6 +98,29 @@ class RunGroup:
             self._write(mem_dir, "memory.memsw.limit_in_bytes", memory_bytes, missing_ok=True)
         # the files the launcher shell writes its pid into (see _launch.chain)
         self.procs_paths = [os.path.join(d, "cgroup.procs") for d in self.dirs]
+        self.per_thread = "unified" not in _probe  # v1 lets a single thread change groups
+
+    @contextlib.contextmanager
+    def spawning_from_here(self):
+        """(cgroup v1) Put the calling thread in the group while it starts the run, so the child is
+        born inside it without a launcher shell (one exec less); the thread moves back after."""
+        tid = str(threading.get_native_id())
+        home = []
+        with open("/proc/thread-self/cgroup") as f:
+            for line in f:
+                _, ctrls, path = line.rstrip("\n").split(":", 2)
+                for ctrl in ("pids", "memory"):
+                    if ctrl in ctrls.split(","):
+                        home.append((ctrl, os.path.join(_ROOT, ctrl, path.lstrip("/"), "tasks")))
+        home.sort(key=lambda x: ("pids", "memory").index(x[0]))
+        try:
+            for d in self.dirs:
+                self._write(d, "tasks", tid)
+            yield
+        finally:
+            for _, tasks in home:
+                with open(tasks, "w") as f:
+                    f.write(tid)
 
     @staticmethod
     def _write(d: str, fname: str, value, missing_ok: bool = False) -> None:
@@ -136,6 +160,8 @@ class RunGroup:
         deadline = time.monotonic() + timeout
         while True:
             for pid in self.pids():
+                if pid == os.getpid():  # never this process (a thread of ours mid-spawn)
+                    continue
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

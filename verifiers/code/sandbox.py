@@ -19,6 +19,7 @@ a wall-clock deadline, and — when running as root — a dedicated unprivileged
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import selectors
@@ -109,7 +110,7 @@ def run_argv(argv: Sequence[str], stdin: str | bytes = "", limits: Optional[Limi
     group, slot, scratch, fds, proc = None, UidSlot(), None, {}, None
     try:
         if _cgroup.available():
-            group = _cgroup.RunGroup(limits.max_processes + 1,
+            group = _cgroup.RunGroup(limits.max_processes + 2,  # + bwrap, + the spawning thread
                                      (int(limits.memory_mb) + int(limits.max_file_mb) + 64) << 20)
         if channel:
             fds["channel"] = os.pipe()
@@ -124,11 +125,14 @@ def run_argv(argv: Sequence[str], stdin: str | bytes = "", limits: Optional[Limi
             cwd = scratch
         env = dict(_ENV, HOME=scratch or "/tmp", TMPDIR=scratch or "/tmp")
         status_fd = fds["status"][1] if "status" in fds else None
-        cmd = chain(tier, python, argv, limits, slot.uid, group.procs_paths if group else (), status_fd)
+        per_thread = group is not None and group.per_thread
+        cmd = chain(tier, python, argv, limits, slot.uid, group.procs_paths if group and not per_thread else (),
+                    status_fd)
         start = time.monotonic()
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=env, cwd=cwd, close_fds=True, pass_fds=tuple(w for _, w in fds.values()),
-                                start_new_session=True)
+        with group.spawning_from_here() if per_thread else contextlib.nullcontext():
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env=env, cwd=cwd, close_fds=True, pass_fds=tuple(w for _, w in fds.values()),
+                                    start_new_session=True)
         for name, (r, w) in fds.items():
             os.close(w)
             fds[name] = (r, -1)
