@@ -91,7 +91,7 @@ class TrainConfig(_Checks):
     progress_bar: bool = True
     # evaluation of the verifier's pass rate on an env (greedy), when the trainer has an env
     eval_every: int = 0  # steps between evaluations; 0: only before and after training
-    eval_num_tasks: int = 64
+    eval_num_tasks: int = 64  # 0: no pass-rate evaluation
     eval_max_new_tokens: int = 64
     # LoRA (peft); full fine-tuning when use_lora is False
     use_lora: bool = False
@@ -102,9 +102,10 @@ class TrainConfig(_Checks):
 
     def __post_init__(self):
         self._positive("learning_rate", "gradient_accumulation_steps", "per_device_train_batch_size",
-                       "per_device_eval_batch_size", "logging_steps", "eval_num_tasks",
-                       "eval_max_new_tokens", "lora_r", "lora_alpha")
-        self._non_negative("warmup_steps", "weight_decay", "max_grad_norm", "save_steps", "eval_every")
+                       "per_device_eval_batch_size", "logging_steps", "eval_max_new_tokens", "lora_r",
+                       "lora_alpha")
+        self._non_negative("warmup_steps", "weight_decay", "max_grad_norm", "save_steps", "eval_every",
+                           "eval_num_tasks")
         self._one_of("lr_scheduler", LR_SCHEDULERS)
         self._one_of("mixed_precision", MIXED_PRECISION)
         self._one_of("model_dtype", MODEL_DTYPES)

@@ -184,7 +184,7 @@ class BaseTrainer:
         self.epoch, self.micro_index = int(state["epoch"]), int(state["micro_index"])
 
     def evaluate(self) -> dict:
-        if self.env is None:
+        if self.env is None or self.config.eval_num_tasks == 0:
             return {}
         from .evaluation import evaluate_pass_rate
 
@@ -415,7 +415,7 @@ class BaseTrainer:
         self._stop.set()
 
     def _evaluate(self) -> dict:
-        if self.env is None and type(self).evaluate is BaseTrainer.evaluate:
+        if type(self).evaluate is BaseTrainer.evaluate and (self.env is None or self.config.eval_num_tasks == 0):
             return {}
         metrics = {}
         if self.accelerator.is_main_process:
