@@ -8,14 +8,18 @@ tests share (``ensure_sft_start``), so three learning tests pay for it once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
+#: eval settings shared by the learning tests (the loop's before/after evaluation)
+EVAL = dict(eval_num_tasks=128, eval_max_new_tokens=12, per_device_eval_batch_size=128)
 #: the procedural task every learning test uses: two-digit addition, no system prompt (short prompts)
 ENV_KWARGS = dict(digits=2, operators="+", system_prompt="")
-SFT_STEPS, SFT_LR, SFT_BATCH, SFT_SEED = 300, 1e-3, 32, 0
+SFT_STEPS, SFT_PHASES, SFT_LR, SFT_BATCH, SFT_SEED = 300, 2, 1e-3, 32, 0
 
 
 def make_env():
@@ -36,7 +40,7 @@ def _examples(env, tokenizer, n: int, seed: int):
     return rows
 
 
-def _sft(base: str, out: Path) -> None:
+def _sft(base: str, out: Path, data_seed: int) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trainers.losses_pref import sft_loss
@@ -45,7 +49,7 @@ def _sft(base: str, out: Path) -> None:
     torch.manual_seed(SFT_SEED)
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    rows = _examples(make_env(), tok, SFT_STEPS * SFT_BATCH, seed=500_000)
+    rows = _examples(make_env(), tok, SFT_STEPS * SFT_BATCH, seed=data_seed)
     opt = torch.optim.AdamW(model.parameters(), lr=SFT_LR)
     model.train()
     for s in range(SFT_STEPS):
@@ -73,21 +77,47 @@ def _sft(base: str, out: Path) -> None:
 
 
 def ensure_sft_start(base_model_dir: str, cache_root: Path) -> str:
-    """The SFT warm start of ``base_model_dir`` under ``cache_root`` (trained on first call)."""
-    out = Path(cache_root) / "sft-arithmetic"
-    if not (out / "config.json").exists():
-        _sft(base_model_dir, out)
-    return str(out)
+    """The SFT warm start of ``base_model_dir`` under ``cache_root`` (trained on first call).
+
+    Two phases of :data:`SFT_STEPS` steps on fresh examples (the second restarts AdamW), each
+    cached, so the phase-one model can be inspected on its own."""
+    prev = base_model_dir
+    for phase in range(SFT_PHASES):
+        out = Path(cache_root) / f"sft-arithmetic-{phase + 1}"
+        if not (out / "config.json").exists():
+            _sft(str(prev), out, data_seed=500_000 + 100_000 * phase)
+        prev = out
+    return str(prev)
 
 
-def pass_rate(model_dir_or_model, n: int = 128) -> float:
-    """Greedy pass rate on ``n`` held-out tasks (the trainers' own evaluation)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def cache_root(tmp_path_factory) -> Path:
+    """Where the warm start lives: ``$RLENV_TEST_SFT_CACHE`` (reuse across sessions while
+    developing) or the session's base temp folder (shared by all test files of one session)."""
+    env = os.environ.get("RLENV_TEST_SFT_CACHE")
+    return Path(env) if env else Path(tmp_path_factory.getbasetemp()) / "rl-shared"
 
-    from trainers.evaluation import evaluate_pass_rate
 
-    model = model_dir_or_model
-    if isinstance(model, (str, os.PathLike)):
-        model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(model.config._name_or_path) if not hasattr(model, "_rl_tok") else model._rl_tok
-    return evaluate_pass_rate(model, tok, make_env(), num_tasks=n, max_new_tokens=12)["pass_rate"]
+def eval_pass_rates(result: dict) -> tuple[float, float]:
+    """``(before, after)`` greedy pass rates from a trainer's ``train()`` result (the loop evaluates
+    before the first and after the last step, on the same held-out tasks)."""
+    hist = [h for h in result["eval_history"] if "eval/pass_rate" in h]
+    return hist[0]["eval/pass_rate"], hist[-1]["eval/pass_rate"]
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run with one intra-op thread: the tiny model's matmuls gain nothing from two, and on a busy
+    2-core machine two threads per process oversubscribe the cores (5x slower measured)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def sft_start(tiny_model_dir, tmp_path_factory):
+    """Path of the SFT warm start of the ``tiny`` preset (trained once, cached on disk)."""
+    with one_thread():
+        return ensure_sft_start(tiny_model_dir, cache_root(tmp_path_factory))

@@ -10,6 +10,7 @@ from rlenv.batch import RolloutBatch
 from trainers.config import GRPOConfig
 from trainers.grpo import GRPOTrainer
 from trainers.metrics_log import read_metrics
+from tests.rl_helpers import sft_start  # noqa: F401  (the shared SFT warm-start fixture)
 from trainers.online import (build_env, gather_rows, informative_groups, micro_batches_by_length,
                              overlong_penalty, shape_rewards)
 
@@ -113,3 +114,22 @@ def test_resume_continues_exactly(micro_model_dir, tmp_path):
     for step in (3, 4):
         assert b[step] == pytest.approx(a[step], abs=1e-6), f"step {step}"
     assert a[3] != 0.0
+
+
+# -- learning ------------------------------------------------------------------------------------------
+#: the pass-rate gain (absolute, on 128 held-out tasks) the learning test requires
+GRPO_MARGIN = 0.10
+
+
+@pytest.mark.slow
+def test_grpo_raises_pass_rate_over_sft_start(sft_start, tmp_path):  # noqa: F811
+    from tests.rl_helpers import EVAL, eval_pass_rates, make_env, one_thread
+
+    cfg = GRPOConfig(output_dir=str(tmp_path), max_steps=30, learning_rate=3e-5, num_prompts_per_step=8,
+                     group_size=8, max_new_tokens=16, beta=0.0, report_to="none", progress_bar=False, seed=0,
+                     **EVAL)
+    with one_thread():
+        result = GRPOTrainer(sft_start, make_env(), cfg).train()
+    before, after = eval_pass_rates(result)
+    print(f"GRPO pass rate {before:.3f} -> {after:.3f}")
+    assert after >= before + GRPO_MARGIN, (before, after)

@@ -285,3 +285,7 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
     clipped = (v_clip - returns) ** 2
     loss = 0.5 * masked_mean(torch.max(unclipped, clipped), mask)
     return loss, {"vf_clip_frac": masked_mean((clipped > unclipped).float(), mask).detach()}
+
+
+# -- preference, reward-model and SFT losses: defined once in losses_pref, re-exported here -----------
+from .losses_pref import bradley_terry_loss, dpo_loss, sft_loss  # noqa: E402,F401
