@@ -106,6 +106,22 @@ def verify_checkpoint(folder: str | os.PathLike) -> dict:
     return manifest
 
 
+def _remove_leftovers(root: Path) -> None:
+    """Delete the hidden folders an interrupted save or deletion left behind (``.tmp-…``, ``.old-…``)."""
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith((".tmp-checkpoint-", ".old-checkpoint-")):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _delete_checkpoint(folder: Path) -> None:
+    """Delete a checkpoint folder so that no half-deleted ``checkpoint-<step>`` is ever visible: it
+    is renamed to a hidden name first (one ``os.replace``), then removed."""
+    trash = folder.with_name(f".old-{folder.name}")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def list_checkpoints(root: str | os.PathLike) -> list[Path]:
     """Checkpoint folders under ``root`` (``checkpoint-<step>``), oldest first (unverified)."""
     root = Path(root)
@@ -200,9 +216,9 @@ def save_checkpoint(root: str | os.PathLike, step: int, *, accelerator: Any, mod
     tmp = root / f".tmp-checkpoint-{step}"
     main = accelerator.is_main_process
     if main:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(root)  # a killed run's temp folders (never loaded: they have no final name)
+        tmp.mkdir()
     accelerator.wait_for_everyone()
 
     unwrapped = accelerator.unwrap_model(model)
@@ -231,15 +247,13 @@ def save_checkpoint(root: str | os.PathLike, step: int, *, accelerator: Any, mod
         _fsync_tree(tmp)
         write_manifest(tmp, {"step": step, "num_processes": accelerator.num_processes})
         if final.exists():  # re-saving a step: move the old one out of the way first
-            trash = root / f".old-checkpoint-{step}"
-            shutil.rmtree(trash, ignore_errors=True)
-            os.replace(final, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            _delete_checkpoint(final)
         os.replace(tmp, final)
         _fsync_dir(root)
         if save_total_limit:
             for old in list_checkpoints(root)[:-save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
+                _delete_checkpoint(old)
+            _fsync_dir(root)
     accelerator.wait_for_everyone()
     return final
 
