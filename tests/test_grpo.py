@@ -70,7 +70,7 @@ def test_build_env_errors_and_verifiers():
 
 def _config(tmp_path, **kw):
     base = dict(output_dir=str(tmp_path), max_steps=2, learning_rate=1e-3, num_prompts_per_step=2, group_size=4,
-                max_new_tokens=6, report_to="none", progress_bar=False, eval_num_tasks=2, eval_max_new_tokens=4,
+                max_new_tokens=6, report_to="none", progress_bar=False, eval_num_tasks=0,
                 seed=3)
     base.update(kw)
     return GRPOConfig(**base)

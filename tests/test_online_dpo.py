@@ -21,8 +21,8 @@ def test_best_worst_pairs_skip_ties_and_invalid():
 
 def test_online_dpo_step_runs_and_logs_pairs(micro_model_dir, tmp_path):
     cfg = OnlineDPOConfig(output_dir=str(tmp_path), max_steps=1, learning_rate=1e-3, num_prompts_per_step=3,
-                          group_size=4, max_new_tokens=6, report_to="none", progress_bar=False, eval_num_tasks=2,
-                          eval_max_new_tokens=4, gradient_accumulation_steps=2)
+                          group_size=4, max_new_tokens=6, report_to="none", progress_bar=False, eval_num_tasks=0,
+                          gradient_accumulation_steps=2)
     trainer = OnlineDPOTrainer(micro_model_dir, "arithmetic-v0", cfg,
                                verifiers=[lambda c, t: float(len(c) % 2)])
     m = trainer.train()["metrics"]
