@@ -33,8 +33,10 @@ def _perturbed(model, seed=1, scale=0.02):
     return out
 
 
-@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge"])
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge", "sigmoid+sft"])
 def test_parity_with_trl(micro_model_dir, tmp_path, loss_type):
+    """Same model, batch and settings: same loss and gradients as TRL. ``sigmoid+sft`` is our
+    ``sft_weight`` (RPO) against TRL's ``loss_type=["sigmoid", "sft"]`` with ``loss_weights``."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -43,9 +45,11 @@ def test_parity_with_trl(micro_model_dir, tmp_path, loss_type):
     policy = _perturbed(base)
     ref_trl, ref_ours = copy.deepcopy(base), copy.deepcopy(base)
     beta = 0.5
+    sft_weight = 0.7 if loss_type == "sigmoid+sft" else 0.0
+    loss_type, trl_types, trl_weights = loss_type.split("+")[0], loss_type.split("+"), [1.0, sft_weight][:1 + bool(sft_weight)]
     theirs = trl.DPOTrainer(model=copy.deepcopy(policy), ref_model=ref_trl,
-                            args=trl.DPOConfig(output_dir=str(tmp_path / "trl"), beta=beta, loss_type=[loss_type],
-                                               report_to="none", use_cpu=True, bf16=False),
+                            args=trl.DPOConfig(output_dir=str(tmp_path / "trl"), beta=beta, loss_type=trl_types,
+                                               loss_weights=trl_weights, report_to="none", use_cpu=True, bf16=False),
                             train_dataset=Dataset.from_list(PAIRS), processing_class=tok)
     batch = theirs.data_collator([theirs.train_dataset[i] for i in range(len(PAIRS))])
     theirs.model.train()
@@ -53,7 +57,7 @@ def test_parity_with_trl(micro_model_dir, tmp_path, loss_type):
     loss_trl.backward()
 
     ours = DPOTrainer(copy.deepcopy(policy), DPOConfig(output_dir=str(tmp_path / "ours"), beta=beta,
-                                                       loss_type=loss_type, report_to="none"),
+                                                       loss_type=loss_type, sft_weight=sft_weight, report_to="none"),
                       tokenizer=tok, train_dataset=PAIRS)
     ours.ref = Reference(ours.model, frozen=ref_ours)
     # our tokenisation of the pairs is TRL's, token for token

@@ -169,10 +169,12 @@ class DPOConfig(TrainConfig):
     loss_type: str = "sigmoid"  # sigmoid | ipo | hinge | robust
     label_smoothing: float = 0.0  # robust (cDPO-style) DPO's assumed label-noise rate
     precompute_ref_logprobs: bool = False  # score the data set with the reference once, then free it
+    sft_weight: float = 0.0  # + weight · NLL of the chosen tokens (RPO; TRL's loss_type "sft")
 
     def __post_init__(self):
         super().__post_init__()
         self._positive("num_epochs", "max_length", "beta")
+        self._non_negative("sft_weight")
         self._one_of("loss_type", DPO_LOSS_TYPES)
         self._in_range("label_smoothing", 0.0, 0.5)
 

@@ -23,7 +23,7 @@ import torch
 
 from .config import DPOConfig
 from .formatting import collate_sequences, encode_pair, pad_id_of
-from .losses_pref import dpo_loss
+from .losses_pref import dpo_loss, sft_loss
 from .loop import BaseTrainer
 from .modeling import forward_logprobs
 
@@ -81,11 +81,13 @@ def collate_preferences(rows: list[PreferenceRow], pad_id: int) -> dict:
     return batch
 
 
-def completion_logps(model: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed completion log-probs ``[2B]`` and completion lengths ``[2B]`` of a collated batch."""
+def completion_logps(model: Any, batch: dict, per_token: bool = False):
+    """Summed completion log-probs ``[2B]`` and completion lengths ``[2B]`` of a collated batch
+    (with ``per_token``, also the ``[2B, T-1]`` token log-probs and completion mask)."""
     logps = forward_logprobs(model, batch["input_ids"], batch["attention_mask"])
     mask = batch["completion_mask"][:, 1:].to(logps.dtype)
-    return (logps * mask).sum(-1), mask.sum(-1)
+    out = ((logps * mask).sum(-1), mask.sum(-1))
+    return out + (logps, mask) if per_token else out
 
 
 class DPOTrainer(BaseTrainer):
@@ -147,7 +149,7 @@ class DPOTrainer(BaseTrainer):
 
     def compute_loss(self, model: Any, batch: dict) -> tuple[torch.Tensor, dict]:
         c = self.config
-        seq, lengths = completion_logps(model, batch)
+        seq, lengths, token_logps, mask = completion_logps(model, batch, per_token=True)
         chosen, rejected = seq.chunk(2)
         if "ref_chosen_logps" in batch:
             ref_chosen, ref_rejected = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
@@ -160,4 +162,11 @@ class DPOTrainer(BaseTrainer):
         metrics = {"rewards/chosen": r_c.mean(), "rewards/rejected": r_r.mean(),
                    "rewards/accuracy": (r_c > r_r).float().mean(), "rewards/margin": (r_c - r_r).mean(),
                    "logps/chosen": chosen.detach().mean(), "logps/rejected": rejected.detach().mean()}
-        return losses.mean(), metrics
+        loss = losses.mean()
+        if c.sft_weight:
+            # RPO: keep the chosen answers likely, against DPO's tendency to lower both sides
+            n = chosen.shape[0]
+            nll = sft_loss(token_logps[:n], mask[:n])
+            loss = loss + c.sft_weight * nll
+            metrics["sft_nll"] = nll.detach()
+        return loss, metrics
