@@ -136,9 +136,10 @@ class DatasetSource(TaskSource):
         return cls(ds, **kwargs)
 
     @classmethod
-    def from_hub(cls, name: str, split: str = "train", config: Optional[str] = None, **kwargs) -> "DatasetSource":
+    def from_hub(cls, name: str, /, split: str = "train", config: Optional[str] = None, **kwargs) -> "DatasetSource":
         """Load ``name``/``config``/``split`` from the Hugging Face hub (needs network access or a
-        warm ``HF_DATASETS_CACHE``)."""
+        warm ``HF_DATASETS_CACHE``). ``name=`` in ``kwargs`` names the source (``name`` itself is
+        positional-only so the two cannot clash)."""
         import datasets
 
         ds = datasets.load_dataset(name, config, split=split)
