@@ -10,9 +10,15 @@ from rlenv.batch import RolloutBatch
 from trainers.config import GRPOConfig
 from trainers.grpo import GRPOTrainer
 from trainers.metrics_log import read_metrics
-from tests.rl_helpers import sft_start  # noqa: F401  (the shared SFT warm-start fixture)
+from tests.rl_helpers import one_thread, sft_start  # noqa: F401  (the shared SFT warm-start fixture)
 from trainers.online import (build_env, gather_rows, informative_groups, micro_batches_by_length,
                              overlong_penalty, shape_rewards)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    with one_thread():  # see tests.rl_helpers.one_thread
+        yield
 
 
 def _batch(rewards, groups, failed=None, truncated=None, lengths=None):
@@ -80,6 +86,7 @@ def _odd_length(completion, task):
     return float(len(completion) % 2)
 
 
+@pytest.mark.slow
 def test_dynamic_sampling_refills_with_informative_groups(micro_model_dir, tmp_path):
     trainer = GRPOTrainer(micro_model_dir, "arithmetic-v0", _config(tmp_path, dynamic_sampling=True,
                                                                    max_resample_rounds=3),
@@ -93,6 +100,7 @@ def test_dynamic_sampling_refills_with_informative_groups(micro_model_dir, tmp_p
     assert data.metrics["dynamic/kept_groups"] == len(groups)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(micro_model_dir, tmp_path):
     """Stop after step 2, resume, and steps 3–4 have the uninterrupted run's losses."""
     kw = dict(num_iterations=2, beta=0.05, gradient_accumulation_steps=2, save_steps=2)
@@ -123,13 +131,12 @@ GRPO_MARGIN = 0.10
 
 @pytest.mark.slow
 def test_grpo_raises_pass_rate_over_sft_start(sft_start, tmp_path):  # noqa: F811
-    from tests.rl_helpers import EVAL, eval_pass_rates, make_env, one_thread
+    from tests.rl_helpers import EVAL, eval_pass_rates, make_env
 
     cfg = GRPOConfig(output_dir=str(tmp_path), max_steps=30, learning_rate=3e-5, num_prompts_per_step=8,
                      group_size=8, max_new_tokens=16, beta=0.0, report_to="none", progress_bar=False, seed=0,
                      **EVAL)
-    with one_thread():
-        result = GRPOTrainer(sft_start, make_env(), cfg).train()
+    result = GRPOTrainer(sft_start, make_env(), cfg).train()
     before, after = eval_pass_rates(result)
     print(f"GRPO pass rate {before:.3f} -> {after:.3f}")
     assert after >= before + GRPO_MARGIN, (before, after)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.rl_helpers import sft_start  # noqa: F401  (the shared SFT warm-start fixture)
+from tests.rl_helpers import one_thread, sft_start  # noqa: F401  (the shared SFT warm-start fixture)
 from trainers.config import OnlineDPOConfig
 from trainers.online_dpo import OnlineDPOTrainer, best_worst_pairs
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    with one_thread():  # see tests.rl_helpers.one_thread
+        yield
 
 
 def test_best_worst_pairs_skip_ties_and_invalid():
@@ -19,6 +25,7 @@ def test_best_worst_pairs_skip_ties_and_invalid():
     assert chosen.tolist() == [1] and rejected.tolist() == [0]
 
 
+@pytest.mark.slow
 def test_online_dpo_step_runs_and_logs_pairs(micro_model_dir, tmp_path):
     cfg = OnlineDPOConfig(output_dir=str(tmp_path), max_steps=1, learning_rate=1e-3, num_prompts_per_step=3,
                           group_size=4, max_new_tokens=6, report_to="none", progress_bar=False, eval_num_tasks=0,
@@ -37,13 +44,12 @@ ONLINE_DPO_MARGIN = 0.10
 
 @pytest.mark.slow
 def test_online_dpo_raises_pass_rate_over_sft_start(sft_start, tmp_path):  # noqa: F811
-    from tests.rl_helpers import EVAL, eval_pass_rates, make_env, one_thread
+    from tests.rl_helpers import EVAL, eval_pass_rates, make_env
 
     cfg = OnlineDPOConfig(output_dir=str(tmp_path), max_steps=30, learning_rate=5e-5, num_prompts_per_step=8,
                           group_size=8, max_new_tokens=16, beta=0.1, report_to="none", progress_bar=False, seed=0,
                           **EVAL)
-    with one_thread():
-        result = OnlineDPOTrainer(sft_start, make_env(), cfg).train()
+    result = OnlineDPOTrainer(sft_start, make_env(), cfg).train()
     before, after = eval_pass_rates(result)
     print(f"online DPO pass rate {before:.3f} -> {after:.3f}")
     assert after >= before + ONLINE_DPO_MARGIN, (before, after)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.rl_helpers import sft_start  # noqa: F401  (the shared SFT warm-start fixture)
+from tests.rl_helpers import one_thread, sft_start  # noqa: F401  (the shared SFT warm-start fixture)
 from trainers.config import PPOConfig
 from trainers.ppo import PPOTrainer, ValueHead, policy_and_value
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    with one_thread():  # see tests.rl_helpers.one_thread
+        yield
 
 
 def _config(tmp_path, **kw):
@@ -36,6 +42,7 @@ def _always(completion, task):
     return 1.0
 
 
+@pytest.mark.slow
 def test_ppo_step_trains_value_head_and_keeps_kl_state(micro_model_dir, tmp_path):
     # every completion earns 1 while V starts at 0: the returns are 1, so the value head must move
     trainer = PPOTrainer(micro_model_dir, "arithmetic-v0",
@@ -58,13 +65,12 @@ PPO_MARGIN = 0.10
 
 @pytest.mark.slow
 def test_ppo_raises_pass_rate_over_sft_start(sft_start, tmp_path):  # noqa: F811
-    from tests.rl_helpers import EVAL, eval_pass_rates, make_env, one_thread
+    from tests.rl_helpers import EVAL, eval_pass_rates, make_env
 
     cfg = PPOConfig(output_dir=str(tmp_path), max_steps=30, learning_rate=3e-5, num_prompts_per_step=16,
                     group_size=4, max_new_tokens=16, ppo_epochs=2, kl_coef=0.01, vf_coef=0.1, report_to="none",
                     progress_bar=False, seed=0, **EVAL)
-    with one_thread():
-        result = PPOTrainer(sft_start, make_env(), cfg).train()
+    result = PPOTrainer(sft_start, make_env(), cfg).train()
     before, after = eval_pass_rates(result)
     print(f"PPO pass rate {before:.3f} -> {after:.3f}")
     assert after >= before + PPO_MARGIN, (before, after)
