@@ -160,6 +160,18 @@ def test_sampled_logprobs_are_those_of_the_sampling_distribution(colocated):
 @needs_vllm
 @pytest.mark.slow
 @pytest.mark.vllm
+def test_seeded_batch_larger_than_one_step(colocated):
+    """~3,000 prompt tokens (over vLLM's 2,048-token default step): with chunked prefill, vLLM-CPU
+    splits a seeded prompt and crashes rewinding its generator; the engine turns chunking off."""
+    engine, _ = colocated
+    prompts = [[{"role": "user", "content": f"What is {i} + {i * 7}? Think."}] for i in range(64)]
+    out = engine.generate(prompts, SamplingParams(n=2, temperature=1.0, max_new_tokens=2, seed=5))
+    assert len(out) == 64 and all(len(g) == 2 and len(g[0].token_ids) >= 1 for g in out)
+
+
+@needs_vllm
+@pytest.mark.slow
+@pytest.mark.vllm
 def test_colocated_sync_matches_hf_on_new_weights(colocated):
     engine, path = colocated
     model = _hf(path)

@@ -79,6 +79,19 @@ def _on_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def _whole_prompt_budget(model_path: str, max_model_len: Optional[int]) -> int:
+    """CPU only: a token budget that fits any whole prompt, for running without chunked prefill.
+
+    Why: vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when a *seeded* request's
+    prompt is split across steps by chunked prefill — it rewinds the request's generator, which CPU
+    generators cannot do. Without chunked prefill a prompt is never split."""
+    if max_model_len is None:
+        from transformers import AutoConfig
+
+        max_model_len = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", 8192)
+    return max(int(max_model_len), 2048)
+
+
 def save_for_vllm(model: Any, tokenizer: Any, path: Path) -> Path:
     """Write a trainer's model object (peft adapters merged) as an HF checkpoint vLLM can start
     from: ``config.json``, safetensors weights and the tokenizer."""
@@ -157,7 +170,8 @@ class VLLMEngine(Engine):
             if _on_cuda():
                 kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             else:
-                kwargs["enforce_eager"] = True  # no CUDA graphs to capture on CPU
+                kwargs.update(enforce_eager=True, enable_chunked_prefill=False,  # see _whole_prompt_budget
+                              max_num_batched_tokens=_whole_prompt_budget(self.model_path, max_model_len))
             kwargs.update(llm_kwargs)
             import torch
 
@@ -195,7 +209,11 @@ class VLLMEngine(Engine):
             cmd += ["--max-model-len", str(max_model_len)]
         if tp == 1:  # worker inside the engine-core process: one process (and one vLLM import) fewer
             cmd += ["--distributed-executor-backend", "uni"]
-        cmd += ["--gpu-memory-utilization", str(gpu_mem)] if _on_cuda() else ["--enforce-eager"]
+        if _on_cuda():
+            cmd += ["--gpu-memory-utilization", str(gpu_mem)]
+        else:  # see _whole_prompt_budget
+            cmd += ["--enforce-eager", "--no-enable-chunked-prefill", "--max-num-batched-tokens",
+                    str(_whole_prompt_budget(self.model_path, max_model_len))]
         env = dict(os.environ, VLLM_SERVER_DEV_MODE="1")  # exposes /collective_rpc for weight reload
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
