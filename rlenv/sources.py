@@ -121,6 +121,8 @@ class DatasetSource(TaskSource):
                                  f"(dataset columns: {names})")
         self.transform = transform
         self.name = name or getattr(getattr(dataset, "info", None), "dataset_name", None) or "dataset"
+        if transform is not None and len(dataset) > 0:
+            self[0]  # a row the transform rejects (missing columns) fails here, not mid-run
 
     @classmethod
     def from_files(cls, path: Any, split: str = "train", **kwargs) -> "DatasetSource":
@@ -128,11 +130,23 @@ class DatasetSource(TaskSource):
         import datasets
 
         paths = [path] if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__") else list(path)
+        if not paths:
+            raise ValueError("DatasetSource.from_files needs at least one data file")
         first = str(paths[0])
         fmt = {"jsonl": "json", "json": "json", "parquet": "parquet", "csv": "csv"}.get(first.rsplit(".", 1)[-1].lower())
         if fmt is None:
             raise ValueError(f"cannot tell the format of {first!r}: use a .jsonl, .json, .parquet or .csv file")
-        ds = datasets.load_dataset(fmt, data_files={split: [str(p) for p in paths]}, split=split)
+        for p in paths:
+            _check_data_file(str(p), text=fmt != "parquet")
+        try:
+            ds = datasets.load_dataset(fmt, data_files={split: [str(p) for p in paths]}, split=split)
+        except StopIteration:  # datasets' json reader on a file of blank lines
+            raise ValueError(f"data file {first!r} holds no rows; an env needs at least one task") from None
+        except Exception as e:  # noqa: BLE001 - a reader's deep traceback becomes one line naming the file
+            raise ValueError(f"data file {first!r} cannot be read as {fmt}: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")) from None
+        if len(ds) == 0:
+            raise ValueError(f"data file {first!r} holds no rows; an env needs at least one task")
         return cls(ds, **kwargs)
 
     @classmethod
@@ -166,6 +180,38 @@ class DatasetSource(TaskSource):
         tid = fields.get("id")
         return Task(prompt=fields["prompt"], answer=fields.get("answer"), info=info,
                     id=str(tid) if tid is not None else f"{self.name}-{i}")
+
+
+def _check_data_file(path: str, text: bool) -> None:
+    """One clear error for a data file that is missing, empty or (text formats) not UTF-8 — before
+    a reader fails somewhere deep inside with a traceback."""
+    import os
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data file {path!r} does not exist (or is not a file)")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"data file {path!r} is empty; an env needs at least one task")
+    if not text:
+        return
+    import codecs
+
+    decoder, offset, blank = codecs.getincrementaldecoder("utf-8")(), 0, True
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            blank = blank and not chunk.strip()
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                raise ValueError(f"data file {path!r} is not UTF-8 text (byte 0x{chunk[e.start]:02x} at offset "
+                                 f"{offset + e.start}); re-save it as UTF-8") from None
+            offset += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise ValueError(f"data file {path!r} is not UTF-8 text (it ends inside a multi-byte character); "
+                             f"re-save it as UTF-8") from None
+    if blank:
+        raise ValueError(f"data file {path!r} holds no rows (only blank lines); an env needs at least one task")
 
 
 class GeneratorSource(TaskSource):

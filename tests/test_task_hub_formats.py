@@ -39,9 +39,8 @@ def test_gsm8k_answer_forms():
 def test_gsm8k_rejects_rows_without_final_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "q?", "answer": "no final line"}) + "\n")
-    env = rlenv.make("gsm8k-v0", path=str(bad))
-    with pytest.raises(ValueError, match="####"):
-        env.reset(seed=0)
+    with pytest.raises(ValueError, match="####"):  # the first row is checked when the env is built
+        rlenv.make("gsm8k-v0", path=str(bad)).reset(seed=0)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         rlenv.make("gsm8k-v0", path=str(tmp_path / "missing.jsonl"))
 
