@@ -111,4 +111,20 @@ def resolve_model_path(name: str, cache_dir: Optional[str | os.PathLike] = None)
     if preset in TINY_PRESETS and not Path(name).exists():
         base = Path(cache_dir or os.environ.get("RLENV_CACHE", Path.home() / ".cache" / "rlenv"))
         return str(create_tiny_model(base / f"preset-{preset}-v{PRESET_VERSION}"))
+    missing = missing_local_model(name)
+    if missing:
+        raise FileNotFoundError(missing)
     return name
+
+
+def missing_local_model(name: str) -> Optional[str]:
+    """An error message when ``name`` is written as a local path (absolute, ``./``, ``../``, ``~``
+    or more than one ``/``: a hub id has exactly one) and no such folder exists; else None."""
+    if not isinstance(name, str) or name.startswith("preset:"):
+        return None
+    local = (os.path.isabs(os.path.expanduser(name)) or name.startswith((".", "~")) or name.count("/") > 1
+             or "\\" in name)
+    if local and not Path(name).expanduser().exists():
+        return (f"model path {name!r} does not exist; pass a folder written by save_pretrained, a hub id "
+                f"(org/name) or preset:tiny")
+    return None
