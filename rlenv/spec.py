@@ -379,6 +379,11 @@ def parse_spec(data: Any, overrides: Sequence[str] = (), source: str = "", check
     except ValidationError as e:
         raise SpecError(_format_pydantic(e), source) from None
     errors: list[str] = []
+    from .models.tiny import missing_local_model
+
+    missing = missing_local_model(spec.model.path)
+    if missing:  # caught here, before a run writes anything
+        errors.append(f"model.path: {missing}")
     if check_env:
         from . import registry
 
@@ -421,7 +426,10 @@ def load_spec(path: Union[str, Path], overrides: Sequence[str] = (), check_env: 
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError([f"no such file; pass the path of a spec YAML (see examples/)"], str(p)) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise SpecError([f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save the spec "
+                         f"as UTF-8"], str(p)) from None
+    except (IsADirectoryError, PermissionError) as e:
         raise SpecError([f"cannot read it ({type(e).__name__})"], str(p)) from None
     try:
         data = yaml.safe_load(text)
