@@ -127,8 +127,12 @@ def cmd_eval(args) -> int:
         env = registry.make(args.env_id, **env_kwargs)
     except LookupError as e:
         raise CLIError(str(e)) from None
-    except (TypeError, ValueError) as e:  # the env factory rejected --env-kwarg values
+    except (TypeError, ValueError, FileNotFoundError) as e:  # the env factory rejected --env-kwarg values
         raise CLIError(str(e)) from None
+    from .models.tiny import missing_local_model
+
+    if missing_local_model(args.model):  # before any engine is built
+        raise CLIError(f"--model: {missing_local_model(args.model)}")
     evaluate = _optional("rlenv.evaluation", "evaluate", "rlenv eval")
     result = evaluate(env, args.model, n=n, k=ks, num_tasks=args.num_tasks, out=args.out,
                       temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed,
@@ -190,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped (``\\n``, ``\\x1c``): an error
+    quoting a hostile key or value stays one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``rlenv`` console script; returns the exit status."""
     parser = build_parser()
@@ -198,7 +208,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(args.func(args) or 0)
     except CLIError as e:
         for line in e.lines:
-            print(f"rlenv {args.command}: error: {line}", file=sys.stderr)
+            print(f"rlenv {args.command}: error: {_one_line(line)}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt:
         print(f"rlenv {args.command}: interrupted", file=sys.stderr)
