@@ -39,6 +39,11 @@ def encode_prompt(tokenizer: Any, prompt: Any) -> list:
     if isinstance(prompt, str):
         return list(tokenizer(prompt).input_ids)
     if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(m, dict) for m in prompt):
+        if not getattr(tokenizer, "chat_template", None):
+            name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+            raise ValueError(f"tokenizer {name!r} has no chat template, but the prompt is a list of chat messages; "
+                             f"use a chat model's tokenizer, set tokenizer.chat_template, or give the env "
+                             f"plain-string prompts")
         text = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False)
         return list(tokenizer(text, add_special_tokens=False).input_ids)
     if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(t, int) for t in prompt):
