@@ -1,9 +1,9 @@
 """A shared SFT warm start for the online-trainer learning tests (GRPO, PPO, online DPO).
 
 The RL tests start from a tiny model that already answers in the task's format some of the time; a
-random model never earns a reward. The warm start is a short plain SFT (cross-entropy on the answer
-tokens only, :func:`trainers.losses_pref.sft_loss`), written once per test session to a folder all
-tests share (``ensure_sft_start``), so three learning tests pay for it once.
+random model never earns a reward. The warm start is a short SFT with the project's SFTTrainer,
+written once per test session to a folder all tests share (``ensure_sft_start``), so three learning
+tests pay for it once.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 EVAL = dict(eval_num_tasks=128, eval_max_new_tokens=12, per_device_eval_batch_size=128)
 #: the procedural task every learning test uses: two-digit addition, no system prompt (short prompts)
 ENV_KWARGS = dict(digits=2, operators="+", system_prompt="")
-SFT_STEPS, SFT_PHASES, SFT_LR, SFT_BATCH, SFT_SEED = 300, 2, 1e-3, 32, 0
+SFT_STEPS, SFT_LR, SFT_BATCH, SFT_SEED = 900, 1e-3, 32, 0
 
 
 def make_env():
@@ -29,65 +29,22 @@ def make_env():
     return rlenv.make("arithmetic-v0", **ENV_KWARGS)
 
 
-def _examples(env, tokenizer, n: int, seed: int):
-    rows = []
-    for i in range(n):
-        obs, info = env.reset(seed=seed + i)
-        prompt = tokenizer.apply_chat_template(obs, add_generation_prompt=True, tokenize=False)
-        p = tokenizer(prompt, add_special_tokens=False).input_ids
-        c = tokenizer(info["task"].info["target"] + tokenizer.eos_token, add_special_tokens=False).input_ids
-        rows.append((p, c))
-    return rows
-
-
-def _sft(base: str, out: Path, data_seed: int) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from trainers.losses_pref import sft_loss
-    from trainers.online import completion_logprobs
-
-    torch.manual_seed(SFT_SEED)
-    tok = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    rows = _examples(make_env(), tok, SFT_STEPS * SFT_BATCH, seed=data_seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=SFT_LR)
-    model.train()
-    for s in range(SFT_STEPS):
-        if os.environ.get("RL_HELPERS_VERBOSE") and s % 25 == 0:
-            print(f"sft step {s}", flush=True)
-        batch = rows[s * SFT_BATCH:(s + 1) * SFT_BATCH]
-        T = max(len(p) + len(c) for p, c in batch)
-        ids = torch.full((len(batch), T), tok.pad_token_id)
-        attn = torch.zeros_like(ids)
-        mask = torch.zeros(len(batch), T)
-        for b, (p, c) in enumerate(batch):
-            ids[b, :len(p) + len(c)] = torch.tensor(p + c)
-            attn[b, :len(p) + len(c)] = 1
-            mask[b, len(p):len(p) + len(c)] = 1
-        start = min(len(p) for p, _ in batch)
-        logp, _ = completion_logprobs(model, ids, attn, start)
-        loss = sft_loss(logp, mask[:, start:])
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    os.replace(tmp, out)
-
-
 def ensure_sft_start(base_model_dir: str, cache_root: Path) -> str:
-    """The SFT warm start of ``base_model_dir`` under ``cache_root`` (trained on first call).
+    """The SFT warm start of ``base_model_dir`` under ``cache_root`` (trained on first call) with
+    the project's :class:`trainers.sft.SFTTrainer` and the demo spec's SFT recipe
+    (lr 1e-3, batch 32, as ``examples/arithmetic_sft_grpo.yaml``, but 900 steps: 300 leave the tiny
+    model at ~5 % greedy pass rate, too few right answers for RL to start from)."""
+    from trainers.config import SFTConfig
+    from trainers.sft import SFTTrainer
 
-    Two phases of :data:`SFT_STEPS` steps on fresh examples (the second restarts AdamW), each
-    cached, so the phase-one model can be inspected on its own."""
-    prev = base_model_dir
-    for phase in range(SFT_PHASES):
-        out = Path(cache_root) / f"sft-arithmetic-{phase + 1}"
-        if not (out / "config.json").exists():
-            _sft(str(prev), out, data_seed=500_000 + 100_000 * phase)
-        prev = out
-    return str(prev)
+    out = Path(cache_root) / "sft-arithmetic"
+    if not (out / "config.json").exists():
+        cfg = SFTConfig(output_dir=str(Path(cache_root) / "sft-run"), max_steps=SFT_STEPS, learning_rate=SFT_LR,
+                        per_device_train_batch_size=SFT_BATCH, lr_scheduler="constant_with_warmup", warmup_steps=10,
+                        eval_num_tasks=0, report_to="none", progress_bar=False, seed=SFT_SEED)
+        result = SFTTrainer(base_model_dir, cfg, env=make_env(), num_env_examples=SFT_STEPS * SFT_BATCH).train()
+        os.replace(result["model_dir"], out)
+    return str(out)
 
 
 def cache_root(tmp_path_factory) -> Path:

@@ -133,7 +133,7 @@ GRPO_MARGIN = 0.10
 def test_grpo_raises_pass_rate_over_sft_start(sft_start, tmp_path):  # noqa: F811
     from tests.rl_helpers import EVAL, eval_pass_rates, make_env
 
-    cfg = GRPOConfig(output_dir=str(tmp_path), max_steps=30, learning_rate=3e-5, num_prompts_per_step=8,
+    cfg = GRPOConfig(output_dir=str(tmp_path), max_steps=60, learning_rate=3e-5, num_prompts_per_step=8,
                      group_size=8, max_new_tokens=16, beta=0.0, report_to="none", progress_bar=False, seed=0,
                      **EVAL)
     result = GRPOTrainer(sft_start, make_env(), cfg).train()
