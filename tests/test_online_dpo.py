@@ -46,7 +46,7 @@ ONLINE_DPO_MARGIN = 0.10
 def test_online_dpo_raises_pass_rate_over_sft_start(sft_start, tmp_path):  # noqa: F811
     from tests.rl_helpers import EVAL, eval_pass_rates, make_env
 
-    cfg = OnlineDPOConfig(output_dir=str(tmp_path), max_steps=30, learning_rate=5e-5, num_prompts_per_step=8,
+    cfg = OnlineDPOConfig(output_dir=str(tmp_path), max_steps=60, learning_rate=5e-5, num_prompts_per_step=8,
                           group_size=8, max_new_tokens=16, beta=0.1, report_to="none", progress_bar=False, seed=0,
                           **EVAL)
     result = OnlineDPOTrainer(sft_start, make_env(), cfg).train()

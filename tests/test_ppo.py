@@ -67,7 +67,7 @@ PPO_MARGIN = 0.10
 def test_ppo_raises_pass_rate_over_sft_start(sft_start, tmp_path):  # noqa: F811
     from tests.rl_helpers import EVAL, eval_pass_rates, make_env
 
-    cfg = PPOConfig(output_dir=str(tmp_path), max_steps=30, learning_rate=3e-5, num_prompts_per_step=16,
+    cfg = PPOConfig(output_dir=str(tmp_path), max_steps=60, learning_rate=3e-5, num_prompts_per_step=16,
                     group_size=4, max_new_tokens=16, ppo_epochs=2, kl_coef=0.01, vf_coef=0.1, report_to="none",
                     progress_bar=False, seed=0, **EVAL)
     result = PPOTrainer(sft_start, make_env(), cfg).train()
