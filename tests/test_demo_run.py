@@ -74,11 +74,14 @@ def test_run_leaves_its_artifacts(demo):
 
 @pytest.mark.slow
 def test_rlenv_eval_on_the_demo_checkpoint(demo, tmp_path, capsys):
+    from rlenv.spec import load_spec
+
     out, results = demo
+    env = load_spec(DEMO).env
     samples = tmp_path / "eval.jsonl"
-    rc = main(["eval", "arithmetic-v0", "--model", results[1]["model_dir"], "-n", "4", "-k", "1,4",
-               "--num-tasks", "16", "--max-new-tokens", "12", "--out", str(samples),
-               "--env-kwarg", "digits=2", "--env-kwarg", "operators=+", "--env-kwarg", "system_prompt="])
+    kwargs = [a for k, v in env.kwargs.items() for a in ("--env-kwarg", f"{k}={v}")]
+    rc = main(["eval", env.id, "--model", results[1]["model_dir"], "-n", "4", "-k", "1,4", "--num-tasks", "16",
+               "--max-new-tokens", "12", "--out", str(samples), *kwargs])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     assert 0.0 <= result["pass@1"] <= result["pass@4"] <= 1.0
