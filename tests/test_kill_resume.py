@@ -33,7 +33,8 @@ import torch
 from trainers.checkpoint import latest_checkpoint, list_checkpoints, verify_checkpoint
 
 WORKER = Path(__file__).with_name("kill_resume_worker.py")
-STEPS = 40  # steps of the run; 36 rows / batch 4 → the run crosses four epochs
+STEPS = 60  # steps of the run; 36 rows / batch 4 → the run crosses six epochs
+MAX_STEPS_PER_TRIAL = 3  # a trial is killed by then at the latest, so 20 trials fit in one run
 TRIALS = 20
 SLOW_WRITE_S = 0.15  # the child-only sleep inside a checkpoint write (after its files, before the rename)
 TIMEOUT_S = 300  # for one forked run; generous: CI's 2 cores may be shared
@@ -182,16 +183,18 @@ def test_sigkill_at_random_moments_loses_nothing(server, reference, micro_model_
             return True
 
         deadline = time.time() + TIMEOUT_S
+        cap = _last_step(out) + MAX_STEPS_PER_TRIAL
+        progressed = lambda: _last_step(out) >= cap  # noqa: E731
         mode = rng.choice(["startup", "step", "checkpoint"] if slow else ["startup", "step"])
         if mode == "startup":  # anywhere from fork to the first steps (resume, model load)
             target = time.time() + rng.uniform(0.0, 1.5)
-            _wait_until(lambda: time.time() >= target, running, deadline)
+            _wait_until(lambda: time.time() >= target or progressed(), running, deadline)
         elif mode == "step":  # a few steps on, then a random instant inside a step or a save
-            goal = _last_step(out) + rng.randint(1, 3)
+            goal = _last_step(out) + rng.randint(1, MAX_STEPS_PER_TRIAL)
             _wait_until(lambda: _last_step(out) >= goal, running, deadline)
             time.sleep(rng.uniform(0.0, 0.1))
         else:  # inside a checkpoint write: its temp folder exists, the rename has not happened yet
-            _wait_until(lambda: bool(_temp_folders(out) - before), running, deadline)
+            _wait_until(lambda: bool(_temp_folders(out) - before) or progressed(), running, deadline)
             time.sleep(rng.uniform(0.0, SLOW_WRITE_S))
         if running():
             try:
