@@ -31,8 +31,8 @@ from rlenv.batch import RolloutBatch
 from .advantages import get_advantage
 from .config import GRPOConfig
 from .losses import (aggregate, get_policy_loss, kl_loss_term, masked_mean, truncated_importance_weights)
-from .online import (OnlineTrainer, StepData, completion_logprobs, gather_rows, informative_groups,
-                     micro_batches_by_length, shape_rewards)
+from .online import (OnlineTrainer, StepData, gather_rows, informative_groups,
+                     micro_batches_by_length, policy_logprobs, shape_rewards)
 
 
 class GRPOTrainer(OnlineTrainer):
@@ -126,7 +126,8 @@ class GRPOTrainer(OnlineTrainer):
         metrics.update({"reward": float(rewards[valid].mean()) if valid.any() else 0.0,
                         "advantage_abs_mean": float(advantages.abs().mean()),
                         "valid_frac": float(valid.float().mean()), "train_rows": float(len(batch))})
-        return StepData(batch, per_token, {"advantages": advantages}, chunks, normalizers, metrics)
+        per_row = {"advantages": advantages, "group_ids": batch.group_ids, "prompt_lengths": batch.prompt_lengths}
+        return StepData(batch, per_token, per_row, chunks, normalizers, metrics)
 
     # -- loop hooks ------------------------------------------------------------------------------
     def step_metrics(self, data: StepData) -> dict:
@@ -145,8 +146,8 @@ class GRPOTrainer(OnlineTrainer):
         if len(mb["rows"]) == 0:  # an empty micro-batch (fewer rows than micro-batches): no gradient
             return sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad), {}
         mask = mb["mask"]
-        logp, entropy = completion_logprobs(model, mb["input_ids"], mb["attention_mask"], mb["start"],
-                                            c.temperature, with_entropy=True)
+        # the G rows of a group share their prompt: it is forwarded once (see policy_logprobs)
+        logp, entropy = policy_logprobs(model, mb, c.temperature, with_entropy=True)
         old = mb.get("old_logprobs")
         old = logp.detach() if old is None else old
         per_token, stats = get_policy_loss(c.policy_loss)(logp, old, mb["advantages"], mask,

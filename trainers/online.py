@@ -4,6 +4,8 @@
   functions passed directly (TRL's ``reward_funcs``).
 - :func:`completion_logprobs` — one forward; log-probs (and entropy) of the completion positions
   only (the LM head runs on ``T - start + 1`` positions, never on the shared prompt prefix).
+- :func:`shared_prefix_logprobs` / :func:`policy_logprobs` — the same, with each group's prompt
+  forwarded once and its key/value cache shared by the group's G rows.
 - :func:`shape_rewards` — rollout → rewards → masks: soft overlong penalty, verifier failures and
   (optionally) truncated completions masked out.
 - :func:`micro_batches_by_length` / :func:`gather_rows` — rows of similar length grouped together,
@@ -73,6 +75,80 @@ def completion_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: tor
         logits = logits / temperature
     logprobs = selective_log_softmax(logits, input_ids[:, start:])
     return logprobs, (entropy_from_logits(logits.detach()) if with_entropy else None)
+
+
+def shared_prefix_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int,
+                           group_ids: torch.Tensor, prompt_lengths: torch.Tensor, temperature: float = 1.0,
+                           with_entropy: bool = False):
+    """:func:`completion_logprobs` with the prompt run once per group instead of once per row.
+
+    The G rows of a group share their prompt (``input_ids[b, :prompt_lengths[b]]``): the prompts
+    are forwarded once (left-padded), their key/value cache is indexed out to the rows (autograd
+    sums the rows' gradients into the shared prefix), and only the completions are forwarded on
+    top. Same ``[B, T - start]`` layout and values as :func:`completion_logprobs`; rows are
+    right-padded ``[prompt][completion][pad]``. Returns None when the rows do not share their
+    prefixes by group (the caller falls back to the plain forward).
+    """
+    plen = prompt_lengths.long()
+    uniq, idx = torch.unique(group_ids, return_inverse=True)
+    rep = torch.zeros(len(uniq), dtype=torch.long).scatter_(0, idx.cpu(), torch.arange(len(idx)))
+    P = int(plen.max())
+    ar = torch.arange(P, device=input_ids.device)
+    in_prompt = ar[None] < plen[:, None]
+    # every row's prompt must equal its group representative's (else no sharing)
+    prefix = torch.where(in_prompt, input_ids[:, :P], -1)
+    if not torch.equal(prefix, prefix[rep.to(input_ids.device)][idx.to(input_ids.device)]):
+        return None
+    # prompts left-padded so every one ends at column P - 1 (its last logit predicts token 1)
+    rp = plen[rep]
+    shift = (P - rp)[:, None]
+    src = (ar[None] - shift).clamp(min=0)
+    p_mask = (ar[None] >= shift).long()
+    p_ids = torch.where(p_mask.bool(), input_ids[rep][:, :P].gather(1, src), 0)
+    p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, logits_to_keep=1)
+    cache, first = out.past_key_values, out.logits[:, -1]
+    cache.batch_select_indices(idx.to(input_ids.device))  # [groups] → [rows]; gradients sum back
+    # completions (and anything after the prompt), right-padded from column 0
+    lengths = attention_mask.long().sum(-1)
+    clen = lengths - plen
+    C = int(clen.max())
+    ac = torch.arange(C, device=input_ids.device)
+    c_valid = ac[None] < clen[:, None]
+    c_ids = torch.where(c_valid, input_ids.gather(1, (plen[:, None] + ac[None]).clamp(max=input_ids.shape[1] - 1)), 0)
+    mask = torch.cat([p_mask[idx], c_valid.long()], 1)
+    c_pos = plen[:, None] + ac[None]
+    logits = model(input_ids=c_ids, attention_mask=mask, position_ids=c_pos, past_key_values=cache,
+                   use_cache=True).logits
+    logits = torch.cat([first[idx][:, None], logits[:, :-1]], 1)  # logit j predicts completion token j
+    if temperature != 1.0:
+        logits = logits / temperature
+    lp = selective_log_softmax(logits, c_ids)
+    # back into completion_logprobs' layout: column (prompt_length - start + j) holds token j
+    W = input_ids.shape[1] - start
+    rows = torch.arange(len(plen), device=input_ids.device)[:, None].expand(-1, C)[c_valid]
+    cols = (plen[:, None] - start + ac[None])[c_valid]
+    out_lp = torch.zeros(len(plen), W, dtype=lp.dtype, device=lp.device).index_put((rows, cols), lp[c_valid])
+    ent = None
+    if with_entropy:
+        e = entropy_from_logits(logits.detach())
+        ent = torch.zeros(len(plen), W, dtype=e.dtype, device=e.device).index_put((rows, cols), e[c_valid])
+    return out_lp, ent
+
+
+def policy_logprobs(model: Any, mb: dict, temperature: float = 1.0, with_entropy: bool = False):
+    """The micro-batch's completion log-probs (and entropy): with the prompt shared per group when
+    ``mb`` has ``group_ids``/``prompt_lengths`` and some group has several rows (GRPO's G samples),
+    else one plain forward. Gradient checkpointing turns the cache off, so it uses the plain one."""
+    gids = mb.get("group_ids")
+    if (gids is not None and "prompt_lengths" in mb and len(torch.unique(gids)) < len(gids)
+            and not getattr(model, "is_gradient_checkpointing", False)):
+        out = shared_prefix_logprobs(model, mb["input_ids"], mb["attention_mask"], mb["start"], gids,
+                                     mb["prompt_lengths"], temperature, with_entropy)
+        if out is not None:
+            return out
+    return completion_logprobs(model, mb["input_ids"], mb["attention_mask"], mb["start"], temperature,
+                               with_entropy=with_entropy)
 
 
 # -- rewards and masks --------------------------------------------------------------------------------
