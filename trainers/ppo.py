@@ -175,8 +175,9 @@ class PPOTrainer(OnlineTrainer):
         return loss, metrics
 
     def data_state(self) -> dict:
-        return {"global_step": self.global_step, "kl_ctl": self.kl_ctl.state_dict()}
+        return {**super().data_state(), "kl_ctl": self.kl_ctl.state_dict()}  # + curriculum level, if any
 
     def load_data_state(self, state: dict) -> None:
+        super().load_data_state(state)
         if "kl_ctl" in state:
             self.kl_ctl.load_state_dict(state["kl_ctl"])
