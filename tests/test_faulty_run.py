@@ -27,8 +27,8 @@ from trainers.metrics_log import read_metrics
 from verifiers.rubric import Component, Rubric
 
 RAISE_P, HANG_P = 0.10, 0.05
-CALL_LIMIT_S = 2.0  # per-call verifier limit in the faulty run; a hang sleeps longer than this
-HANG_S = 6.0
+CALL_LIMIT_S = 1.0  # per-call verifier limit in the faulty run; a hang sleeps longer than this
+HANG_S = 3.0
 
 
 class FaultyVerifier:
