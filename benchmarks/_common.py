@@ -230,8 +230,12 @@ def run_ours(s: Setup) -> dict:
         total = time.perf_counter() - t0
         tr.global_step += 1
         b = data.batch
+        # tokens the training forward computes: each group's prompt once (shared prefix) + completions
+        first = torch.unique(b.group_ids, return_inverse=True)[1]
+        once = torch.zeros(int(first.max()) + 1, dtype=torch.long).scatter_(0, first, b.prompt_lengths.long())
         rec.step(total, out["time/generation_s"], out["time/scoring_s"], int(b.completion_lengths.sum()),
-                 int(b.attention_mask.sum()))
+                 int(b.attention_mask.sum()) if s.gradient_checkpointing  # plain forward then
+                 else int(once.sum() + (b.attention_mask.sum(-1) - b.prompt_lengths).sum()))
         if rec.maybe_evaluate(tr.unwrapped_model, tr.tokenizer):
             break
     return rec.result(tr.unwrapped_model)
