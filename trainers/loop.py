@@ -297,6 +297,7 @@ class BaseTrainer:
         acc.gradient_accumulation_steps = c.gradient_accumulation_steps
         acc.step = 0
         sums: dict = {}
+        counts: dict = {}
         grad_norms = []
         self.model.train()
         for mb in micro:
@@ -317,7 +318,10 @@ class BaseTrainer:
             metrics = dict(metrics, loss=loss.detach())
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
-        out = {k: v / len(micro) for k, v in sums.items()}
+                counts[k] = counts.get(k, 0) + 1
+        # each metric is the mean over the micro-batches that reported it (an empty micro-batch,
+        # e.g. online DPO with fewer pairs than accumulation steps, reports none)
+        out = {k: v / counts[k] for k, v in sums.items()}
         if grad_norms:
             out["grad_norm"] = sum(grad_norms) / len(grad_norms)
         return out
