@@ -31,7 +31,7 @@ from rlenv.batch import RolloutBatch
 from .advantages import get_advantage
 from .config import GRPOConfig
 from .losses import (aggregate, get_policy_loss, kl_loss_term, masked_mean, truncated_importance_weights)
-from .online import (OnlineTrainer, StepData, gather_rows, informative_groups,
+from .online import (OnlineTrainer, StepData, informative_groups,
                      micro_batches_by_length, policy_logprobs, shape_rewards)
 
 
@@ -130,17 +130,6 @@ class GRPOTrainer(OnlineTrainer):
         return StepData(batch, per_token, per_row, chunks, normalizers, metrics)
 
     # -- loop hooks ------------------------------------------------------------------------------
-    def step_metrics(self, data: StepData) -> dict:
-        return data.metrics
-
-    def micro_batches(self, data: StepData) -> list:
-        out = []
-        for rows, norm in zip(data.chunks, data.normalizers):
-            mb = gather_rows(data.batch, rows, data.per_token, data.per_row) if len(rows) else {"rows": rows}
-            mb["normalizer"] = norm
-            out.append(mb)
-        return out
-
     def compute_loss(self, model: Any, mb: dict) -> tuple[torch.Tensor, dict]:
         c = self.config
         if len(mb["rows"]) == 0:  # an empty micro-batch (fewer rows than micro-batches): no gradient

@@ -307,9 +307,22 @@ class OnlineTrainer(BaseTrainer):
         self.timing = {}
         return self.make_step_data()
 
-    def make_step_data(self) -> Any:
+    def make_step_data(self) -> "StepData":
         """The step's rollout, prepared for :meth:`micro_batches` (subclasses implement)."""
         raise NotImplementedError
+
+    def step_metrics(self, data: "StepData") -> dict:
+        return data.metrics
+
+    def micro_batches(self, data: "StepData") -> list:
+        """One dict of tensors per micro-batch (``{"rows": empty}`` when a micro-batch got no rows),
+        each carrying the loss ``normalizer`` it shares with its optimizer update."""
+        out = []
+        for rows, norm in zip(data.chunks, data.normalizers):
+            mb = gather_rows(data.batch, rows, data.per_token, data.per_row) if len(rows) else {"rows": rows}
+            mb["normalizer"] = norm
+            out.append(mb)
+        return out
 
     def training_step(self, data: Any) -> dict:
         t0 = time.perf_counter()

@@ -22,7 +22,7 @@ import torch
 from .config import OnlineDPOConfig
 from .losses import masked_sum
 from .losses_pref import dpo_loss
-from .online import OnlineTrainer, StepData, completion_logprobs, gather_rows, shape_rewards
+from .online import OnlineTrainer, StepData, completion_logprobs, shape_rewards
 
 
 def best_worst_pairs(rewards: torch.Tensor, group_ids: torch.Tensor, valid: torch.Tensor,
@@ -78,17 +78,6 @@ class OnlineDPOTrainer(OnlineTrainer):
                         "tie_group_frac": 1.0 - len(chosen) / max(n_groups, 1)})
         normalizers = [max(len(chosen), 1) / gas] * gas
         return StepData(batch, per_token, {}, chunks, normalizers, metrics)
-
-    def step_metrics(self, data: StepData) -> dict:
-        return data.metrics
-
-    def micro_batches(self, data: StepData) -> list:
-        out = []
-        for rows, norm in zip(data.chunks, data.normalizers):
-            mb = gather_rows(data.batch, rows, data.per_token, {}) if len(rows) else {"rows": rows}
-            mb["normalizer"] = norm
-            out.append(mb)
-        return out
 
     def compute_loss(self, model: Any, mb: dict) -> tuple[torch.Tensor, dict]:
         c = self.config

@@ -141,17 +141,6 @@ class PPOTrainer(OnlineTrainer):
         self.timing["prep_s"] = time.perf_counter() - t0
         return StepData(batch, per_token, {}, chunks, normalizers, metrics)
 
-    def step_metrics(self, data: StepData) -> dict:
-        return data.metrics
-
-    def micro_batches(self, data: StepData) -> list:
-        out = []
-        for rows, norm in zip(data.chunks, data.normalizers):
-            mb = gather_rows(data.batch, rows, data.per_token, data.per_row) if len(rows) else {"rows": rows}
-            mb["normalizer"] = norm
-            out.append(mb)
-        return out
-
     def compute_loss(self, model: Any, mb: dict) -> tuple[torch.Tensor, dict]:
         c = self.config
         head = self.extra_modules["value_head"]
