@@ -4,6 +4,7 @@
     rlenv verifiers                              list registered verifiers
     rlenv check SPEC.yaml [key=value …]          validate a run spec, nothing heavy runs
     rlenv eval ENV_ID --model PATH [-n N] [-k K] [--num-tasks T] [--out samples.jsonl]
+    rlenv eval ENV_ID --base-url URL --model NAME [--tokenizer PATH]
     rlenv train SPEC.yaml [key=value …]          run the spec's stages
 
 Bad input (a spec error, an unknown env id, a bad override) prints one line per problem to stderr
@@ -129,16 +130,34 @@ def cmd_eval(args) -> int:
         raise CLIError(str(e)) from None
     except (TypeError, ValueError, FileNotFoundError) as e:  # the env factory rejected --env-kwarg values
         raise CLIError(str(e)) from None
-    from .models.tiny import missing_local_model
+    model = _server_engine(args) if args.base_url else args.model
+    if not args.base_url:
+        from .models.tiny import missing_local_model
 
-    if missing_local_model(args.model):  # before any engine is built
-        raise CLIError(f"--model: {missing_local_model(args.model)}")
+        if missing_local_model(args.model):  # before any engine is built
+            raise CLIError(f"--model: {missing_local_model(args.model)}")
     evaluate = _optional("rlenv.evaluation", "evaluate", "rlenv eval")
-    result = evaluate(env, args.model, n=n, k=ks, num_tasks=args.num_tasks, out=args.out,
+    result = evaluate(env, model, n=n, k=ks, num_tasks=args.num_tasks, out=args.out,
                       temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed,
                       engine=args.engine)
     print(json.dumps(result, indent=2, default=str))
     return 0
+
+
+def _server_engine(args):
+    """An OpenAI-compatible engine for ``--base-url`` (``vllm serve`` or any such server); the served
+    model's tokenizer (``--tokenizer``, default: ``--model``) turns returned text into token ids."""
+    from transformers import AutoTokenizer
+
+    from .engines.openai import OpenAIEngine
+
+    name = args.tokenizer or args.model
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except Exception as e:  # a served model name is often not a loadable tokenizer id
+        raise CLIError(f"--tokenizer: cannot load a tokenizer from {name!r} ({type(e).__name__}); pass "
+                       f"--tokenizer PATH_OR_HUB_ID of the served model") from None
+    return OpenAIEngine(args.base_url, model=args.model, tokenizer=tokenizer)
 
 
 def cmd_train(args) -> int:
@@ -173,7 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Sample N completions for each of --num-tasks tasks of ENV_ID, score them "
                        "with the env's verifiers, report pass@k (unbiased estimator) and write the samples as jsonl.")
     s.add_argument("env_id", metavar="ENV_ID")
-    s.add_argument("--model", required=True, help="checkpoint dir, hub id or preset:tiny")
+    s.add_argument("--model", required=True, help="checkpoint dir, hub id or preset:tiny; with --base-url, "
+                   "the served model's name")
+    s.add_argument("--base-url", default=None, help="evaluate a model served by an OpenAI-compatible server "
+                   "(e.g. http://127.0.0.1:8000/v1 of `vllm serve`) instead of loading it")
+    s.add_argument("--tokenizer", default=None, help="with --base-url: the served model's tokenizer "
+                   "(default: --model)")
     s.add_argument("-n", type=int, default=None, help="completions sampled per task (default: the largest k)")
     s.add_argument("-k", default="1", help="report pass@k for this k, or a list like 1,4 (default 1)")
     s.add_argument("--num-tasks", type=int, default=100, help="number of tasks (default 100)")

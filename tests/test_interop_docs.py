@@ -133,3 +133,21 @@ def test_yaml_snippets_are_valid_run_specs():
         data = yaml.safe_load(block)
         spec = parse_spec({"model": "preset:micro", "stages": [{"grpo": {"max_steps": 1}}], **data})
         assert spec.env.id in ("rg/leg_counting-v0", "dataset-v0")
+
+
+@pytest.mark.slow
+def test_cli_eval_against_a_server(chat_server, micro_model_dir, tmp_path, capsys, single_thread):
+    """`rlenv eval ENV --base-url URL --model NAME` goes through the OpenAI-compatible engine."""
+    import json
+
+    from rlenv.cli import main
+
+    url = f"http://127.0.0.1:{chat_server.server_address[1]}/v1"
+    out = tmp_path / "samples.jsonl"
+    rc = main(["eval", "arithmetic-v0", "--base-url", url, "--model", "micro", "--tokenizer", micro_model_dir,
+               "-n", "2", "-k", "1,2", "--num-tasks", "3", "--max-new-tokens", "6", "--out", str(out)])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_tasks"] == 3 and 0 <= result["pass@1"] <= result["pass@2"] <= 1
+    assert chat_server.requests > 0 and len(out.read_text().splitlines()) == 6
+    assert main(["eval", "arithmetic-v0", "--base-url", url, "--model", "no-such-model"]) == 2
