@@ -86,3 +86,13 @@ def load_plugins(group: str, force: bool = False) -> list[PluginError]:
 def plugin_errors(group: str | None = None) -> list[PluginError]:
     """Failures recorded so far (all groups, or only ``group``)."""
     return [e for e in _errors if group is None or e.group == group]
+
+
+def print_registry_table(registry: dict, names: list, empty: str, file=None) -> str:
+    """Print (and return) one line per registered name: ``name  description  [origin]``. Shared by
+    the env and verifier registries' ``pprint_registry``."""
+    width = max([len(n) for n in names] + [2])
+    lines = [f"{n:<{width}}  {registry[n].description or '-'}  [{registry[n].source or '?'}]" for n in names]
+    text = "\n".join(lines) if lines else empty
+    print(text, file=file)
+    return text

@@ -22,7 +22,7 @@ import threading
 import warnings
 from typing import Any, Callable, Optional, Union
 
-from .plugins import ENV_GROUP, load_plugins
+from .plugins import ENV_GROUP, load_plugins, print_registry_table
 
 __all__ = ["EnvSpec", "EnvNotFoundError", "DuplicateEnvError", "register", "unregister", "make",
            "spec", "envs", "pprint_registry", "registry"]
@@ -226,9 +226,4 @@ def envs() -> list[str]:
 
 def pprint_registry(file=None) -> str:
     """Print (and return) a table of registered ids with their description and origin."""
-    ids = envs()
-    width = max([len(i) for i in ids] + [2])
-    lines = [f"{i:<{width}}  {registry[i].description or '-'}  [{registry[i].source or '?'}]" for i in ids]
-    text = "\n".join(lines) if lines else "(no envs registered)"
-    print(text, file=file)
-    return text
+    return print_registry_table(registry, envs(), "(no envs registered)", file)

@@ -182,9 +182,6 @@ def list_verifiers() -> list[str]:
 
 def pprint_registry(file=None) -> str:
     """Print (and return) a table of registered verifiers with their description and origin."""
-    names = list_verifiers()
-    width = max([len(n) for n in names] + [2])
-    lines = [f"{n:<{width}}  {registry[n].description or '-'}  [{registry[n].source or '?'}]" for n in names]
-    text = "\n".join(lines) if lines else "(no verifiers registered)"
-    print(text, file=file)
-    return text
+    from rlenv.plugins import print_registry_table  # lazily, as in _ensure_loaded (rlenv imports verifiers)
+
+    return print_registry_table(registry, list_verifiers(), "(no verifiers registered)", file)
