@@ -9,9 +9,10 @@ falls back to rlimits, a dedicated uid and the PID namespace.
 
 from __future__ import annotations
 
-import contextlib
+import atexit
 import itertools
 import os
+import queue
 import signal
 import threading
 import time
@@ -67,17 +68,111 @@ def _writable_base() -> dict:
     return found
 
 
+def _remove_stale(base: str) -> None:
+    """Remove empty groups left by processes of ours that died without cleaning up."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        parts = name.split("-")
+        if len(parts) == 3 and parts[0] in ("run", "slot") and parts[1].isdigit() and int(parts[1]) != os.getpid():
+            if not os.path.exists(f"/proc/{parts[1]}"):
+                try:
+                    os.rmdir(os.path.join(base, name))
+                except OSError:
+                    pass
+
+
 def available() -> bool:
     """True when per-run pids and memory cgroups can be created here (probed once)."""
     global _probe
     with _probe_lock:
         if _probe is None:
             _probe = _writable_base() if os.geteuid() == 0 else {}
+            for base in _probe.values():
+                _remove_stale(base)
     return bool(_probe)
 
 
+def _write(d: str, fname: str, value, missing_ok: bool = False) -> None:
+    try:
+        with open(os.path.join(d, fname), "w") as f:
+            f.write(str(value))
+    except OSError:
+        if not missing_ok:
+            raise
+
+
+def _set_limits(dirs: list, max_pids: int, memory_bytes: int) -> None:
+    """Write a run's limits into its groups (``dirs`` in ``_probe`` order) and zero the v1 counters."""
+    if "unified" in _probe:
+        _write(dirs[0], "pids.max", max_pids)
+        _write(dirs[0], "memory.max", memory_bytes)
+        _write(dirs[0], "memory.swap.max", 0, missing_ok=True)
+        return
+    pids_dir, mem_dir = dirs
+    _write(pids_dir, "pids.max", max_pids)
+    # memsw (memory + swap) must stay >= the memory limit: order the two writes accordingly
+    cur = _read_int(mem_dir, "memory.limit_in_bytes")
+    order = ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
+    for fname in (order if cur is None or memory_bytes < cur else order[::-1]):
+        _write(mem_dir, fname, memory_bytes, missing_ok=fname.startswith("memory.memsw"))  # no swap beyond the limit
+    _write(mem_dir, "memory.failcnt", 0)
+    _write(mem_dir, "memory.memsw.failcnt", 0, missing_ok=True)
+
+
+def _read_int(d: str, fname: str) -> Optional[int]:
+    try:
+        with open(os.path.join(d, fname)) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
+
+
+def _members(procs_paths: list) -> list[int]:
+    out: list[int] = []
+    for p in procs_paths:
+        try:
+            with open(p) as f:
+                out.extend(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def _kill_members(procs_paths: list) -> bool:
+    """SIGKILL every process listed in the groups except this one; True when none was left."""
+    me, found = os.getpid(), False
+    for pid in _members(procs_paths):
+        if pid == me:  # this process has a (launcher) thread in the group: never kill ourselves
+            continue
+        found = True
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return not found
+
+
+def _hit_memory_limit(dirs: list) -> bool:
+    """True when the kernel refused or reclaimed memory at the group's limit (an OOM kill)."""
+    if "unified" in _probe:
+        try:
+            with open(os.path.join(dirs[0], "memory.events")) as f:
+                text = f.read()
+        except OSError:
+            return False
+        return any(line.split()[0] in ("oom_kill", "max") and int(line.split()[1]) > 0
+                   for line in text.splitlines() if line.strip())
+    return (_read_int(dirs[1], "memory.failcnt") or 0) > 0
+
+
 class RunGroup:
-    """The cgroup(s) of one run: create with limits, join from the child, kill and remove after."""
+    """The cgroup(s) of one run (cgroup v2): created with limits, joined by the launcher shell in
+    the child (``procs_paths``), killed and removed after."""
+
+    per_thread = False
 
     def __init__(self, max_pids: int, memory_bytes: int):
         if not available():
@@ -86,86 +181,21 @@ class RunGroup:
         self.dirs = [os.path.join(base, name) for base in _probe.values()]
         for d in self.dirs:
             os.mkdir(d)
-        if "unified" in _probe:
-            self._write(self.dirs[0], "pids.max", max_pids)
-            self._write(self.dirs[0], "memory.max", memory_bytes)
-            self._write(self.dirs[0], "memory.swap.max", 0, missing_ok=True)
-        else:
-            pids_dir, mem_dir = self.dirs
-            self._write(pids_dir, "pids.max", max_pids)
-            self._write(mem_dir, "memory.limit_in_bytes", memory_bytes)
-            # no swap beyond the limit, so the limit is real memory
-            self._write(mem_dir, "memory.memsw.limit_in_bytes", memory_bytes, missing_ok=True)
+        _set_limits(self.dirs, max_pids, memory_bytes)
         # the files the launcher shell writes its pid into (see _launch.chain)
         self.procs_paths = [os.path.join(d, "cgroup.procs") for d in self.dirs]
-        self.per_thread = "unified" not in _probe  # v1 lets a single thread change groups
-
-    @contextlib.contextmanager
-    def spawning_from_here(self):
-        """(cgroup v1) Put the calling thread in the group while it starts the run, so the child is
-        born inside it without a launcher shell (one exec less); the thread moves back after."""
-        tid = str(threading.get_native_id())
-        home = []
-        with open("/proc/thread-self/cgroup") as f:
-            for line in f:
-                _, ctrls, path = line.rstrip("\n").split(":", 2)
-                for ctrl in ("pids", "memory"):
-                    if ctrl in ctrls.split(","):
-                        home.append((ctrl, os.path.join(_ROOT, ctrl, path.lstrip("/"), "tasks")))
-        home.sort(key=lambda x: ("pids", "memory").index(x[0]))
-        try:
-            for d in self.dirs:
-                self._write(d, "tasks", tid)
-            yield
-        finally:
-            for _, tasks in home:
-                with open(tasks, "w") as f:
-                    f.write(tid)
-
-    @staticmethod
-    def _write(d: str, fname: str, value, missing_ok: bool = False) -> None:
-        try:
-            with open(os.path.join(d, fname), "w") as f:
-                f.write(str(value))
-        except OSError:
-            if not missing_ok:
-                raise
 
     def hit_memory_limit(self) -> bool:
-        """True when the kernel refused or reclaimed memory at the group's limit (an OOM kill)."""
-        name = "memory.events" if "unified" in _probe else "memory.failcnt"
-        d = self.dirs[0] if "unified" in _probe else self.dirs[1]
-        try:
-            with open(os.path.join(d, name)) as f:
-                text = f.read()
-        except OSError:
-            return False
-        if "unified" in _probe:
-            return any(line.split()[0] in ("oom_kill", "max") and int(line.split()[1]) > 0
-                       for line in text.splitlines() if line.strip())
-        return int(text.strip() or 0) > 0
+        return _hit_memory_limit(self.dirs)
 
     def pids(self) -> list[int]:
-        out: list[int] = []
-        for p in self.procs_paths:
-            try:
-                with open(p) as f:
-                    out.extend(int(x) for x in f.read().split())
-            except OSError:
-                pass
-        return out
+        return [p for p in _members(self.procs_paths) if p != os.getpid()]
 
     def destroy(self, timeout: float = 2.0) -> bool:
         """Kill every process still in the group and remove it. Returns False if something survived."""
         deadline = time.monotonic() + timeout
         while True:
-            for pid in self.pids():
-                if pid == os.getpid():  # never this process (a thread of ours mid-spawn)
-                    continue
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            _kill_members(self.procs_paths)
             left = []
             for d in self.dirs:
                 try:
@@ -180,3 +210,172 @@ class RunGroup:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.002)
+
+
+class _Slot:
+    """A pair of long-lived v1 groups with one launcher thread living in them.
+
+    Moving a task between v1 cgroups takes the kernel's cgroup-wide write lock (an RCU grace
+    period, 5-20 ms here, growing with the number of groups): paid once per slot instead of once per
+    run. A program spawned by the slot's thread is born inside the groups, so the run needs no
+    migration at all; between runs the groups are emptied, their limits rewritten and counters zeroed.
+    """
+
+    def __init__(self, index: int):
+        name = f"slot-{os.getpid()}-{index}"
+        self.dirs = [os.path.join(base, name) for base in _probe.values()]
+        for d in self.dirs:
+            os.makedirs(d, exist_ok=True)
+        self.procs_paths = [os.path.join(d, "cgroup.procs") for d in self.dirs]
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        ready: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), name=f"rlenv-sandbox-{name}", daemon=True)
+        self._thread.start()
+        err = ready.get()
+        if err is not None:
+            self.close()
+            raise err
+
+    def _serve(self, ready: queue.SimpleQueue) -> None:
+        try:
+            tid = str(threading.get_native_id())
+            for d in self.dirs:
+                _write(d, "tasks", tid)  # v1 lets a single thread change groups
+        except OSError as e:
+            ready.put(e)
+            return
+        ready.put(None)
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, box, done = job
+            try:
+                box.append((True, fn()))
+            except BaseException as e:  # handed back to the caller's thread
+                box.append((False, e))
+            done.set()
+
+    def call(self, fn):
+        """Run ``fn()`` on this slot's thread (so the processes it starts are born in the groups)."""
+        box: list = []
+        done = threading.Event()
+        self._jobs.put((fn, box, done))
+        done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    def clear(self, timeout: float) -> bool:
+        """Kill what is left of the last run and wait until only our thread remains."""
+        deadline = time.monotonic() + timeout
+        while not _kill_members(self.procs_paths):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
+    def close(self) -> None:
+        """Stop the thread (it leaves the groups as it exits) and remove the groups."""
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join(timeout=2)
+        for d in self.dirs:
+            for _ in range(50):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # the exiting thread may still be listed for a moment
+                    time.sleep(0.01)
+
+
+_slots_lock = threading.Lock()
+_free_slots: list = []
+_all_slots: list = []
+
+
+class SlotGroup:
+    """The cgroups of one run (cgroup v1): a resident :class:`_Slot` taken from a free list.
+
+    ``spawn(fn)`` runs the ``Popen`` call on the slot's thread; ``destroy`` kills every survivor and
+    gives the slot back (a slot whose processes will not die is retired, never reused).
+    """
+
+    per_thread = True
+    procs_paths: list = []  # nothing for a launcher shell to join: the child is born inside
+
+    def __init__(self, max_pids: int, memory_bytes: int):
+        if not available():
+            raise RuntimeError("cgroups are not writable here; check verifiers.code._cgroup.available() first")
+        with _slots_lock:
+            slot = _free_slots.pop() if _free_slots else None
+            index = len(_all_slots)
+            if slot is None:
+                _all_slots.append(None)  # reserve the index
+        if slot is None:
+            try:
+                slot = _Slot(index)
+            except BaseException:
+                with _slots_lock:
+                    _all_slots[index] = False
+                raise
+            with _slots_lock:
+                _all_slots[index] = slot
+        self.slot = slot
+        self.dirs = slot.dirs
+        try:
+            if not slot.clear(timeout=2.0):
+                raise RuntimeError("a previous run's processes survive in the sandbox's cgroup")
+            _set_limits(slot.dirs, max_pids, memory_bytes)
+        except BaseException:
+            self.slot = None
+            raise
+
+    def spawn(self, fn):
+        return self.slot.call(fn)
+
+    def hit_memory_limit(self) -> bool:
+        return _hit_memory_limit(self.dirs)
+
+    def pids(self) -> list[int]:
+        return [p for p in _members(self.slot.procs_paths) if p != os.getpid()] if self.slot else []
+
+    def destroy(self, timeout: float = 2.0) -> bool:
+        """Kill every process still in the groups and return the slot. False if something survived."""
+        slot, self.slot = self.slot, None
+        if slot is None:
+            return True
+        ok = slot.clear(timeout)
+        if ok:
+            with _slots_lock:
+                _free_slots.append(slot)
+        return ok
+
+
+def new_group(max_pids: int, memory_bytes: int):
+    """The cgroups for one run: resident slots on v1, a fresh group per run on v2."""
+    return RunGroup(max_pids, memory_bytes) if "unified" in _probe else SlotGroup(max_pids, memory_bytes)
+
+
+def _close_slots() -> None:
+    with _slots_lock:
+        slots = [s for s in _all_slots if s]
+        _all_slots.clear()
+        _free_slots.clear()
+    for s in slots:
+        s.clear(timeout=1.0)
+        s.close()
+
+
+def _forget_slots_in_child() -> None:
+    """A forked child has none of the slot threads: it starts its own slots (new names) if it runs code."""
+    global _all_slots, _free_slots, _slots_lock
+    _slots_lock = threading.Lock()
+    _all_slots, _free_slots = [], []
+
+
+atexit.register(_close_slots)
+os.register_at_fork(after_in_child=_forget_slots_in_child)

@@ -14,6 +14,7 @@ The rlimits tier runs ``prlimit → unshare --net → setpriv → python`` inste
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import shutil
 import subprocess
@@ -54,8 +55,12 @@ def find_python() -> str:
     env = os.environ.get("RLENV_SANDBOX_PYTHON")
     if env:
         return env
-    root = os.geteuid() == 0
-    for c in [sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"]:
+    return _default_python(sys.executable, os.geteuid() == 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _default_python(executable: str, root: bool) -> str:
+    for c in [executable, "/usr/bin/python3", "/usr/local/bin/python3"]:
         if c and os.path.exists(c) and (not root or _world_executable(c)):
             return os.path.realpath(c)
     raise RuntimeError("verifiers.code: no Python interpreter the sandbox can run; install python3 "
@@ -64,12 +69,17 @@ def find_python() -> str:
 
 def tool(name: str) -> str:
     """The path of a helper program, or one clear error saying which package provides it."""
-    path = shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin")
+    path = _which(name)
     if not path:
         pkg = "bubblewrap" if name == "bwrap" else "util-linux"
         raise RuntimeError(f"verifiers.code: `{name}` is not installed; install it with `apt-get install {pkg}` "
                            "(see .ci/install-sandbox.sh)")
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def _which(name: str) -> Optional[str]:
+    return shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin")
 
 
 def sandbox_tier() -> str:
@@ -117,7 +127,8 @@ def _bwrap_works() -> bool:
         slot.release()
 
 
-def _root_binds(python: str) -> list:
+@functools.lru_cache(maxsize=16)
+def _root_binds(python: str) -> tuple:
     """Read-only binds of the system: /usr, the merged-/usr symlinks, the interpreter's prefix."""
     args = ["--ro-bind", "/usr", "/usr"]
     for d in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
@@ -131,7 +142,7 @@ def _root_binds(python: str) -> list:
     prefix = os.path.dirname(os.path.dirname(os.path.realpath(python)))
     if prefix not in ("/", "/usr") and not prefix.startswith("/usr/"):
         args += ["--ro-bind", prefix, prefix]
-    return args
+    return tuple(args)
 
 
 # Joins the cgroups named by the first $1 arguments, then execs the rest.
@@ -142,6 +153,11 @@ _JOIN_SH = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; sh
 _SHELLS = {"dash": ("-p", 512), "bash": ("-u", 1024)}
 
 
+@functools.lru_cache(maxsize=1)
+def _shell_name() -> str:
+    return os.path.basename(os.path.realpath("/bin/sh"))
+
+
 def _ulimit_script(limits) -> Optional[str]:
     """The PID-1 shell script that sets the rlimits and runs the program (None: unknown /bin/sh).
 
@@ -149,7 +165,7 @@ def _ulimit_script(limits) -> Optional[str]:
     counts per user namespace), so it is exact for root and unprivileged users alike. If a limit
     cannot be set the program does not run: exit 125, a plain failure — never a pass.
     """
-    flavour = _SHELLS.get(os.path.basename(os.path.realpath("/bin/sh")))
+    flavour = _SHELLS.get(_shell_name())
     if flavour is None:
         return None
     nproc_flag, fsize_unit = flavour

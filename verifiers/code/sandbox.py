@@ -19,7 +19,6 @@ a wall-clock deadline, and — when running as root — a dedicated unprivileged
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import selectors
@@ -110,8 +109,8 @@ def run_argv(argv: Sequence[str], stdin: str | bytes = "", limits: Optional[Limi
     group, slot, scratch, fds, proc = None, UidSlot(), None, {}, None
     try:
         if _cgroup.available():
-            group = _cgroup.RunGroup(limits.max_processes + 2,  # + bwrap, + the spawning thread
-                                     (int(limits.memory_mb) + int(limits.max_file_mb) + 64) << 20)
+            group = _cgroup.new_group(limits.max_processes + 2,  # + bwrap, + the spawning thread
+                                      (int(limits.memory_mb) + int(limits.max_file_mb) + 64) << 20)
         if channel:
             fds["channel"] = os.pipe()
             argv = [a.replace("{fd}", str(fds["channel"][1])) for a in argv]
@@ -129,10 +128,11 @@ def run_argv(argv: Sequence[str], stdin: str | bytes = "", limits: Optional[Limi
         cmd = chain(tier, python, argv, limits, slot.uid, group.procs_paths if group and not per_thread else (),
                     status_fd)
         start = time.monotonic()
-        with group.spawning_from_here() if per_thread else contextlib.nullcontext():
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        def spawn() -> subprocess.Popen:
+            return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     env=env, cwd=cwd, close_fds=True, pass_fds=tuple(w for _, w in fds.values()),
                                     start_new_session=True)
+        proc = group.spawn(spawn) if per_thread else spawn()
         for name, (r, w) in fds.items():
             os.close(w)
             fds[name] = (r, -1)
