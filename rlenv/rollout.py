@@ -23,6 +23,7 @@ import concurrent.futures as cf
 import copy
 import dataclasses
 import queue
+import threading
 import time
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -241,24 +242,25 @@ def collect_rollouts(env_or_factory: Union[Env, str, Callable[[], Env]], engine:
         with cf.ThreadPoolExecutor(max_workers=max(1, verifier_workers)) as pool:
             ready = list(range(len(chunks)))
             pending: dict = {}  # chunk index -> list of (trajectory, future)
+            finished: queue.SimpleQueue = queue.SimpleQueue()  # chunks whose env steps all completed
             turn_of = [0] * len(chunks)
             while ready or pending:
                 if ready:
                     c = ready.pop(0)
-                    pending[c] = _generate_turn(chunks[c], c, turn_of[c], engine, envs, tokenizer, sampling,
-                                                max_total_tokens, turn_limit, group_size, pool, stats)
+                    items = _generate_turn(chunks[c], c, turn_of[c], engine, envs, tokenizer, sampling,
+                                           max_total_tokens, turn_limit, group_size, pool, stats)
                     turn_of[c] += 1
-                    if not pending[c]:
-                        del pending[c]
+                    if items:
+                        pending[c] = items
+                        _notify_when_done(c, [f for _, f in items], finished)
                     continue
                 t0 = time.perf_counter()
-                cf.wait([f for items in pending.values() for _, f in items], return_when=cf.FIRST_COMPLETED)
+                c = finished.get()
                 stats["wait_time"] += time.perf_counter() - t0
-                for c in [c for c, items in pending.items() if all(f.done() for _, f in items)]:
-                    for traj, fut in pending.pop(c):
-                        _apply_step(traj, fut.result(), turn_limit, envs)
-                    if any(not t.done for t in chunks[c]):
-                        ready.append(c)
+                for traj, fut in pending.pop(c):
+                    _apply_step(traj, fut.result(), turn_limit, envs)
+                if any(not t.done for t in chunks[c]):
+                    ready.append(c)
     finally:
         envs.close()
     trajs = [t for g in groups for t in g]
@@ -267,17 +269,41 @@ def collect_rollouts(env_or_factory: Union[Env, str, Callable[[], Env]], engine:
     return batch
 
 
+def _notify_when_done(c: int, futures: list, finished: queue.SimpleQueue) -> None:
+    """Put ``c`` on ``finished`` once every future has completed (one wake-up per chunk)."""
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_):
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            finished.put(c)
+
+    for f in futures:
+        f.add_done_callback(one_done)
+
+
 def _generate_turn(chunk, c, turn, engine, envs, tokenizer, sampling, max_total_tokens, turn_limit,
                    group_size, pool, stats) -> list:
     """Generate one turn for the live trajectories of a chunk and submit their env steps."""
     live = [t for t in chunk if not t.done]
-    for t in live:
+    encoded: dict = {}  # the G samples of a task share their prompt: rendered and tokenised once
+    for i, t in enumerate(live):
         if turn == 0:
             t.env = envs.acquire()
-            obs, info = envs.reset(t.env, t.task)
-            t.messages = [dict(m) for m in obs]
-            t.task = (info or {}).get("task", t.task)  # the env's normalised Task, for the batch
-            t.ids = encode_prompt(tokenizer, t.messages)
+            head = live[i - i % group_size]
+            if t.env is None and head is not t:  # a shared single-turn env: the group's reset serves all
+                t.messages, t.task = [dict(m) for m in head.messages], head.task
+            else:
+                obs, info = envs.reset(t.env, t.task)
+                t.messages = [dict(m) for m in obs]
+                t.task = (info or {}).get("task", t.task)  # the env's normalised Task, for the batch
+            key = repr(t.messages)
+            if key not in encoded:
+                encoded[key] = encode_prompt(tokenizer, t.messages)
+            t.ids = list(encoded[key])
             t.prompt_len = len(t.ids)
             t.loss_mask, t.logprobs = [0] * len(t.ids), [0.0] * len(t.ids)
         elif t.pending_reply is not None:
