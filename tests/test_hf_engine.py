@@ -195,25 +195,60 @@ def test_cuda_graph_decode_matches_eager(tiny_model_dir):
 
 
 @pytest.mark.slow
-def test_decode_step_traces_as_one_graph(tiny_model_dir, attn="sdpa"):
+@pytest.mark.parametrize("share_prefix", [False, True])
+def test_decode_step_traces_as_one_graph(tiny_model_dir, share_prefix, attn="sdpa"):
     """The CPU proxy for CUDA-graph capture: dynamo traces the whole decode step (forward, mask,
     sampling, bookkeeping) with ``fullgraph=True`` — no host sync, no data-dependent Python branch.
     (The seeded generator object is left out: dynamo cannot trace it, CUDA graphs register it.)"""
+    import contextlib
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rlenv.engines.prefix_attention import decoding_with_shared_prefix
+
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=attn)
-    eng = HFEngine(model, AutoTokenizer.from_pretrained(tiny_model_dir))
+    eng = HFEngine(model, AutoTokenizer.from_pretrained(tiny_model_dir), share_prefix=share_prefix)
     params = SamplingParams(n=2, max_new_tokens=8, seed=0, top_k=5, top_p=0.9)
     eng.generate([[1, 2, 3]], params)
     st = next(iter(eng._states.values()))
-    with torch.inference_mode():
+    assert (st.prefix is not None) == share_prefix
+    start = 1 if share_prefix else 4  # the own-token cache starts after the prompt only without sharing
+    with torch.inference_mode(), (decoding_with_shared_prefix(model.config) if share_prefix
+                                  else contextlib.nullcontext()):
         st.generator = None
         st.step_idx.fill_(1)
-        st.write_pos.fill_(4)
+        st.write_pos.fill_(start)
         for layer in st.cache.layers:
-            layer.cumulative_length.fill_(4)
+            layer.cumulative_length.fill_(start)
         torch.compile(eng._step, backend="eager", fullgraph=True)(st, params, False)
-        assert int(st.step_idx) == 2 and int(st.write_pos) == 5 and st.kv_valid[:, 4].all()
+        assert int(st.step_idx) == 2 and int(st.write_pos) == start + 1 and st.kv_valid[:, start].all()
+    assert model.config._attn_implementation == attn
+
+
+def test_shared_prefix_decoding_equals_the_full_cache(tiny_model_dir):
+    """Shared-prefix decoding (prompt cache once per prompt) gives the same tokens and log-probs as
+    the full per-row cache — left padding, grouped-query heads (2 kv heads for 4), and the model's own
+    attention implementation restored afterwards (the trainer shares the model)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    cfg = Qwen2Config.from_pretrained(tiny_model_dir, num_key_value_heads=2)
+    torch.manual_seed(0)
+    gqa = AutoModelForCausalLM.from_config(cfg).eval()
+    mha = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    params = SamplingParams(n=5, max_new_tokens=20, temperature=1.0, seed=3)
+    for model in (mha, gqa):
+        impl = model.config._attn_implementation
+        shared = HFEngine(model, tok, share_prefix=True)
+        full = HFEngine(model, tok, share_prefix=False)
+        assert shared.share_prefix and not full.share_prefix
+        a, b = shared.generate(PROMPTS, params), full.generate(PROMPTS, params)
+        assert next(iter(shared._states.values())).prefix is not None
+        assert model.config._attn_implementation == impl
+        for ga, gb in zip(a, b):
+            for ca, cb in zip(ga, gb):
+                assert ca.token_ids == cb.token_ids
+                assert torch.allclose(torch.tensor(ca.logprobs), torch.tensor(cb.logprobs), atol=1e-5)
 
 
 def test_eager_attention_uses_an_additive_mask_and_agrees_with_sdpa(tiny_model_dir, engine):

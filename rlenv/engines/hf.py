@@ -18,6 +18,7 @@ by :func:`rlenv.engines.stops.finish_row`.
 from __future__ import annotations
 
 import collections
+import contextlib
 import inspect
 import os
 import time
@@ -26,6 +27,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from . import prefix_attention
 from .base import Completion, Engine, SamplingParams
 from .sampling import sample_from_logits
 from .stops import finish_row, first_stop
@@ -67,8 +69,9 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list:
 class _DecodeState:
     """The fixed-shape buffers of one decode run (reused, with its CUDA graph, across calls)."""
 
-    def __init__(self, cache, batch: int, max_len: int, max_new: int, device: torch.device):
+    def __init__(self, cache, batch: int, max_len: int, max_new: int, device: torch.device, prefix: dict = None):
         self.cache = cache
+        self.prefix = prefix  # shared-prefix mode: the prompts' own cache, once per prompt
         self.kv_valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
         self.cur = torch.zeros(batch, dtype=torch.long, device=device)
         self.positions = torch.zeros(batch, dtype=torch.long, device=device)
@@ -84,6 +87,15 @@ class _DecodeState:
         return [self.kv_valid, self.cur, self.positions, self.write_pos, self.step_idx, self.finished,
                 self.out_tokens, self.out_logprobs] + [layer.cumulative_length for layer in self.cache.layers]
 
+    def load_prefix(self, prefill, valid: torch.Tensor) -> None:
+        """Copy the prompts' prefill cache (one copy per prompt) and its padding mask in."""
+        L = valid.shape[1]
+        for dst_k, dst_v, layer in zip(self.prefix["k"], self.prefix["v"], prefill.layers):
+            for dst, src in ((dst_k, layer.keys), (dst_v, layer.values)):
+                dst.copy_(torch.where(valid[:, None, :, None], src, torch.zeros((), dtype=src.dtype, device=src.device))
+                          if dst.shape[2] == L else src)
+        self.prefix["mask"].copy_(valid[:, None, None, :])
+
 
 class HFEngine(Engine):
     """Generation from a transformers causal LM (or a peft model wrapping one), sharing its weights.
@@ -94,10 +106,14 @@ class HFEngine(Engine):
         max_batch_size: most sequences decoded at once (prompts are chunked to fit).
         use_cuda_graph: capture the decode step in a CUDA graph (default: on when on CUDA; ignored on CPU).
         check_every: decode steps between host checks for "all finished" and stop strings.
+        share_prefix: with ``n > 1`` samples per prompt, keep the prompt's key/value cache once per
+            prompt and attend to it with :mod:`rlenv.engines.prefix_attention` (exact; ``n``-fold less
+            cache traffic per step). Default: on for the architectures it supports.
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, *, max_batch_size: int = 256,
-                 use_cuda_graph: Optional[bool] = None, check_every: int = 16, dtype: Any = None):
+                 use_cuda_graph: Optional[bool] = None, check_every: int = 16, dtype: Any = None,
+                 share_prefix: Optional[bool] = None):
         if isinstance(model, (str, os.PathLike)):
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -116,6 +132,7 @@ class HFEngine(Engine):
         self.max_batch_size = max_batch_size
         self.check_every = max(1, int(check_every))
         self._requested_graph = use_cuda_graph
+        self._requested_share = share_prefix
         self._states: collections.OrderedDict = collections.OrderedDict()
         self.last_stats: dict = {}
         self._adopt(model)
@@ -138,6 +155,7 @@ class HFEngine(Engine):
         self._mask_kind = "bool" if impl == "sdpa" else "float" if impl == "eager" else "2d"
         self._keep_arg = "logits_to_keep" in inspect.signature(self._net.forward).parameters
         self.use_cuda_graph = self.device.type == "cuda" and self._requested_graph is not False
+        self.share_prefix = self._requested_share is not False and prefix_attention.supported(self.config)
         self._states.clear()
 
     def sync_weights(self, model: Any, adapter_only: bool = False) -> None:
@@ -204,20 +222,30 @@ class HFEngine(Engine):
         logits = self._net(input_ids=input_ids, attention_mask=attn, position_ids=positions,
                            past_key_values=prefill, use_cache=True, **kw).logits[:, -1]
 
-        key = (B, L + max_new, max_new, params.temperature, params.top_k, params.top_p, ignore_eos)
-        st = self._state(key, B, L + max_new, max_new)
-        valid = attn.bool().repeat_interleave(n, 0)
-        for static, dyn in zip(st.cache.layers, prefill.layers):
-            for dst, src in ((static.keys, dyn.keys), (static.values, dyn.values)):
-                src = src.repeat_interleave(n, 0)
-                # zero the padding slots: masked keys get weight 0, and 0 * NaN would still be NaN
-                dst[:, :, :L].copy_(torch.where(valid[:, None, :, None], src, torch.zeros((), dtype=src.dtype,
-                                                                                           device=dev)))
-            static.cumulative_length.fill_(L)
-        st.kv_valid.zero_()
-        st.kv_valid[:, :L] = valid
+        shared = self.share_prefix and n > 1
+        key = (B, L + max_new, max_new, params.temperature, params.top_k, params.top_p, ignore_eos, shared)
+        if shared:  # the prompt cache once per prompt; the step's own cache holds generated tokens only
+            st = self._state(key, B, max_new, max_new, prefix_shape=(P, L))
+            st.load_prefix(prefill, attn.bool())
+            for static in st.cache.layers:
+                static.cumulative_length.fill_(0)
+            st.kv_valid.zero_()
+            st.write_pos.fill_(0)
+        else:
+            st = self._state(key, B, L + max_new, max_new)
+            valid = attn.bool().repeat_interleave(n, 0)
+            for static, dyn in zip(st.cache.layers, prefill.layers):
+                for dst, src in ((static.keys, dyn.keys), (static.values, dyn.values)):
+                    src = src.repeat_interleave(n, 0)
+                    # zero the padding slots: masked keys get weight 0, and 0 * NaN would still be NaN
+                    dst[:, :, :L].copy_(torch.where(valid[:, None, :, None], src, torch.zeros((), dtype=src.dtype,
+                                                                                               device=dev)))
+                static.cumulative_length.fill_(L)
+            st.kv_valid.zero_()
+            st.kv_valid[:, :L] = valid
+            st.write_pos.fill_(L)
+        del prefill
         st.positions.copy_(attn.sum(-1).repeat_interleave(n, 0))
-        st.write_pos.fill_(L)
         st.step_idx.fill_(1)
         st.finished.zero_()
         st.generator.manual_seed(seed)
@@ -232,13 +260,14 @@ class HFEngine(Engine):
 
         steps = 1
         stops = [s for s in params.stop if s]
-        while steps < max_new:
-            if not ignore_eos or stops:
-                if steps % self.check_every == 1 or self.check_every == 1:
-                    if self._all_done(st, steps, stops):
-                        break
-            self._run_step(st, params, ignore_eos)
-            steps += 1
+        with prefix_attention.decoding_with_shared_prefix(self.config) if shared else contextlib.nullcontext():
+            while steps < max_new:
+                if not ignore_eos or stops:
+                    if steps % self.check_every == 1 or self.check_every == 1:
+                        if self._all_done(st, steps, stops):
+                            break
+                self._run_step(st, params, ignore_eos)
+                steps += 1
 
         toks = st.out_tokens[:, :steps].tolist()
         lps = st.out_logprobs[:, :steps].tolist()
@@ -261,7 +290,7 @@ class HFEngine(Engine):
                 st.finished[torch.tensor(hit, device=st.finished.device)] = True
         return bool(st.finished.all())
 
-    def _state(self, key: tuple, batch: int, max_len: int, max_new: int) -> _DecodeState:
+    def _state(self, key: tuple, batch: int, max_len: int, max_new: int, prefix_shape: tuple = None) -> _DecodeState:
         from transformers import StaticCache
 
         if key in self._states:
@@ -276,7 +305,14 @@ class HFEngine(Engine):
         heads = getattr(text_cfg, "num_key_value_heads", None) or text_cfg.num_attention_heads
         head_dim = getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // text_cfg.num_attention_heads
         cache.early_initialization(batch, heads, head_dim, self.dtype, self.device)
-        st = _DecodeState(cache, batch, max_len, max_new, self.device)
+        prefix = None
+        if prefix_shape is not None:
+            P, L = prefix_shape
+            shape = (P, heads, L, head_dim)
+            prefix = {"k": [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in cache.layers],
+                      "v": [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in cache.layers],
+                      "mask": torch.zeros((P, 1, 1, L), dtype=torch.bool, device=self.device), "n": batch // P}
+        st = _DecodeState(cache, batch, max_len, max_new, self.device, prefix)
         self._states[key] = st  # keep the two latest shapes (and their CUDA graphs) for the next calls
         while len(self._states) > 2:
             self._states.popitem(last=False)
@@ -286,7 +322,10 @@ class HFEngine(Engine):
     def _step(self, st: _DecodeState, params: SamplingParams, ignore_eos: bool) -> None:
         """One token for every row, entirely on the device and in place (capturable)."""
         st.kv_valid.index_fill_(1, st.write_pos, True)
-        if self._mask_kind == "bool":
+        extra = {}
+        if st.prefix is not None:  # shared-prefix attention: own tokens' mask here, the prompt's in the prefix
+            mask, extra = st.kv_valid[:, None, None, :], {"rlenv_prefix": st.prefix}
+        elif self._mask_kind == "bool":
             mask = st.kv_valid[:, None, None, :]
         elif self._mask_kind == "float":
             mask = torch.zeros(st.kv_valid.shape, dtype=self.dtype, device=st.kv_valid.device).masked_fill(
@@ -294,7 +333,7 @@ class HFEngine(Engine):
         else:
             mask = st.kv_valid.long()
         logits = self._net(input_ids=st.cur[:, None], attention_mask=mask, position_ids=st.positions[:, None],
-                           past_key_values=st.cache, use_cache=True).logits[:, -1]
+                           past_key_values=st.cache, use_cache=True, **extra).logits[:, -1]
         tok, lp = sample_from_logits(logits, params.temperature, params.top_k, params.top_p, generator=st.generator)
         if not ignore_eos:
             tok = torch.where(st.finished, self.pad_id, tok)
