@@ -56,6 +56,7 @@ import contextlib
 import copy
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -377,8 +378,6 @@ class BaseTrainer:
             model = self.unwrapped_model
             tmp = folder.with_name(folder.name + ".tmp")
             if tmp.exists():
-                import shutil
-
                 shutil.rmtree(tmp)
             if hasattr(model, "peft_config"):
                 model.save_pretrained(tmp / "adapter")
@@ -386,11 +385,14 @@ class BaseTrainer:
             else:
                 model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
+            # swap by renames: at every instant either the old export or the new one is whole
+            old = folder.with_name(folder.name + ".old")
+            if old.exists():
+                shutil.rmtree(old)
             if folder.exists():
-                import shutil
-
-                shutil.rmtree(folder)
+                os.replace(folder, old)
             os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
         return folder
 

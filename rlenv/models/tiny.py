@@ -110,7 +110,7 @@ def resolve_model_path(name: str, cache_dir: Optional[str | os.PathLike] = None)
     preset = name.split(":", 1)[1] if name.startswith("preset:") else name
     if preset in TINY_PRESETS and not Path(name).exists():
         base = Path(cache_dir or os.environ.get("RLENV_CACHE", Path.home() / ".cache" / "rlenv"))
-        return str(create_tiny_model(base / f"preset-{preset}-v{PRESET_VERSION}"))
+        return str(create_tiny_model(base / f"preset-{preset}-v{PRESET_VERSION}", preset=preset))
     missing = missing_local_model(name)
     if missing:
         raise FileNotFoundError(missing)
