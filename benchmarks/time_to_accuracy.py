@@ -29,7 +29,7 @@ from benchmarks._common import (Setup, alternate, device_name, run_worker, summa
 #: the task: two-digit addition, no system prompt (short prompts), as in the learning tests
 ENV_KWARGS = dict(digits=2, operators="+", system_prompt="")
 #: bump when the SFT recipe changes so a cached checkpoint is rebuilt
-SFT_VERSION = 1
+SFT_VERSION = 2
 
 
 def sft_checkpoint(target: float, eval_tasks: int, cache: Path) -> tuple:
@@ -48,9 +48,9 @@ def sft_checkpoint(target: float, eval_tasks: int, cache: Path) -> tuple:
     env = rlenv.make("arithmetic-v0", **ENV_KWARGS)
     with tempfile.TemporaryDirectory() as tmp:
         tr = SFTTrainer(resolve_model_path("preset:tiny"), SFTConfig(
-            output_dir=tmp, learning_rate=1e-3, max_steps=1000, per_device_train_batch_size=32,
+            output_dir=tmp, learning_rate=1e-3, max_steps=3000, per_device_train_batch_size=32,
             lr_scheduler="constant", report_to="none", progress_bar=False, seed=0),
-            env=rlenv.make("arithmetic-v0", **ENV_KWARGS), num_env_examples=32_000)
+            env=rlenv.make("arithmetic-v0", **ENV_KWARGS), num_env_examples=96_000)
         tr._prepare()  # stepped by hand: evaluate between steps
         rate = 0.0
         for step in range(1, tr.config.max_steps + 1):

@@ -63,15 +63,32 @@ def answer_format(completion: str, task: rlenv.Task) -> float:
     return float(pred is not None and _INT.fullmatch(pred) is not None)
 
 
-def rubric() -> Rubric:
-    """Correctness rewarded, format logged (weight 0)."""
-    return Rubric([Component(correct, 1.0, name="correct"), Component(answer_format, 0.0, name="format")])
+def digit_credit(completion: str, task: rlenv.Task) -> float:
+    """Partial credit: the fraction of the answer's digits (right-aligned, sign included) that the
+    tagged integer gets right in place; 0 without a tagged integer. A denser signal than exact
+    match for small models learning carries."""
+    pred = parse_tag(completion, TAG)
+    if pred is None or _INT.fullmatch(pred) is None:
+        return 0.0
+    gold, got = task.answer.lstrip("+"), pred.lstrip("+")
+    width = max(len(gold), len(got))
+    gold, got = gold.rjust(width), got.rjust(width)
+    return sum(a == b for a, b in zip(gold, got)) / width
+
+
+def rubric(partial_credit: float = 0.0) -> Rubric:
+    """Correctness rewarded, format logged (weight 0); with ``partial_credit`` > 0 the digit credit
+    is added with that weight (else logged at weight 0)."""
+    return Rubric([Component(correct, 1.0, name="correct"), Component(answer_format, 0.0, name="format"),
+                   Component(digit_credit, float(partial_credit), name="digits")])
 
 
 def make_env(digits: int = 2, operators: str = "+-", difficulty: int = 1, size: int = 100_000,
-             seed: int = 0, system_prompt: str = SYSTEM_PROMPT, few_shot: int = 0) -> SingleTurnEnv:
+             seed: int = 0, system_prompt: str = SYSTEM_PROMPT, few_shot: int = 0,
+             partial_credit: float = 0.0) -> SingleTurnEnv:
     """Build the env. ``size`` procedural tasks generated from ``seed`` (task ``i`` is always the
-    same); ``few_shot`` solved examples (drawn from another seed) precede each prompt."""
+    same); ``few_shot`` solved examples (drawn from another seed) precede each prompt;
+    ``partial_credit`` weights the per-digit credit added to the exact-match reward."""
     if not isinstance(digits, int) or not 1 <= digits <= 18:
         raise ValueError(f"arithmetic-v0: digits must be an int in [1, 18], got {digits!r}")
     bad = [o for o in operators if o not in OPERATORS]
@@ -80,13 +97,15 @@ def make_env(digits: int = 2, operators: str = "+-", difficulty: int = 1, size: 
                          f"got {operators!r}")
     if difficulty not in (0, 1, 2):
         raise ValueError(f"arithmetic-v0: difficulty must be 0, 1 or 2, got {difficulty!r}")
+    if not isinstance(partial_credit, (int, float)) or partial_credit < 0:
+        raise ValueError(f"arithmetic-v0: partial_credit must be a number ≥ 0, got {partial_credit!r}")
 
     def gen(rng: random.Random) -> rlenv.Task:
         return generate(rng, digits, operators, difficulty)
 
     source = GeneratorSource(gen, size=size, seed=seed, name="arithmetic")
     shots = [GeneratorSource(gen, seed=seed + 10_007)[i] for i in range(few_shot)]
-    return SingleTurnEnv(source, rubric(), system_prompt=system_prompt, few_shot=shots)
+    return SingleTurnEnv(source, rubric(partial_credit), system_prompt=system_prompt, few_shot=shots)
 
 
 rlenv.register("arithmetic-v0", make_env,

@@ -136,3 +136,25 @@ def test_arithmetic_difficulty_and_validation():
     # the same seed gives the same task stream across env instances
     e1, e2 = rlenv.make("arithmetic-v0"), rlenv.make("arithmetic-v0")
     assert [e1.reset(seed=s)[0] for s in range(5)] == [e2.reset(seed=s)[0] for s in range(5)]
+
+
+def test_arithmetic_partial_credit_is_a_weighted_component_and_keeps_the_verdict():
+    from tasks.arithmetic import digit_credit
+
+    env = rlenv.make("arithmetic-v0", digits=2, operators="+", partial_credit=0.5, system_prompt="")
+    _, info = env.reset(seed=3)
+    task = info["task"]
+    gold = task.answer
+    wrong_units = gold[:-1] + str((int(gold[-1]) + 1) % 10)
+    assert digit_credit(f"<a>{gold}</a>", task) == 1.0
+    assert digit_credit(f"<a>{wrong_units}</a>", task) == pytest.approx((len(gold) - 1) / len(gold))
+    assert digit_credit("no tag", task) == 0.0 and digit_credit("<a>x</a>", task) == 0.0
+    assert digit_credit("<a>-5</a>", rlenv.Task("What is 2 - 7?", answer="-5")) == 1.0
+    assert digit_credit("<a>5</a>", rlenv.Task("What is 2 - 7?", answer="-5")) == 0.5  # the sign is a place
+    _, reward, _, _, info = env.step(f"<a>{gold}</a>")
+    assert reward == pytest.approx(1.5) and info["correct"] is True
+    env.reset(options={"task": task})
+    _, reward, _, _, info = env.step(f"<a>{wrong_units}</a>")
+    assert 0 < reward < 0.5 and info["correct"] is False  # partial credit never counts as a pass
+    with pytest.raises(ValueError, match="partial_credit"):
+        rlenv.make("arithmetic-v0", partial_credit=-1)
