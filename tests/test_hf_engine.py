@@ -263,3 +263,15 @@ def test_eager_attention_uses_an_additive_mask_and_agrees_with_sdpa(tiny_model_d
         for ca, cb in zip(ga, gb):
             assert ca.token_ids == cb.token_ids
             assert torch.allclose(torch.tensor(ca.logprobs), torch.tensor(cb.logprobs), atol=1e-4)
+
+
+def test_shared_prefix_state_is_keyed_by_samples_per_prompt(engine, model_and_tok):
+    """Two calls with the same batch size and lengths but a different split into prompts × samples
+    must not share decode buffers (the prompt cache has one slot per prompt)."""
+    model, tok = model_and_tok
+    full = HFEngine(model, tok, share_prefix=False)
+    prompt = [[5, 6, 7, 8]]
+    for prompts, n in ((prompt * 4, 2), (prompt * 2, 4), (prompt * 4, 2)):
+        params = SamplingParams(n=n, max_new_tokens=6, seed=1)
+        a, b = engine.generate(prompts, params), full.generate(prompts, params)
+        assert [[c.token_ids for c in g] for g in a] == [[c.token_ids for c in g] for g in b]

@@ -223,7 +223,7 @@ class HFEngine(Engine):
                            past_key_values=prefill, use_cache=True, **kw).logits[:, -1]
 
         shared = self.share_prefix and n > 1
-        key = (B, L + max_new, max_new, params.temperature, params.top_k, params.top_p, ignore_eos, shared)
+        key = (B, n, L + max_new, max_new, params.temperature, params.top_k, params.top_p, ignore_eos, shared)
         if shared:  # the prompt cache once per prompt; the step's own cache holds generated tokens only
             st = self._state(key, B, max_new, max_new, prefix_shape=(P, L))
             st.load_prefix(prefill, attn.bool())
