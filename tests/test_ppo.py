@@ -38,6 +38,26 @@ def test_value_head_aligned_with_logprobs(micro_model_dir):
     torch.testing.assert_close(values, head(h[:, 3:8]))
 
 
+def test_value_learning_rate_is_the_value_heads_own(micro_model_dir, tmp_path):
+    """``value_learning_rate`` puts the value head in its own optimizer groups at that rate (and the
+    schedule scales both rates alike); without it the head trains at the policy's rate."""
+    trainer = PPOTrainer(micro_model_dir, "arithmetic-v0",
+                         _config(tmp_path, learning_rate=1e-5, value_learning_rate=3e-3, lr_scheduler="linear"),
+                         verifiers=[_always])
+    trainer._prepare()
+    head = {id(p) for p in trainer.extra_modules["value_head"].parameters()}
+    rates = {}
+    for g in trainer.optimizer.param_groups:
+        kinds = {id(p) in head for p in g["params"]}
+        assert len(kinds) == 1  # a group holds head or policy parameters, never both
+        rates.setdefault(kinds.pop(), set()).add(g["initial_lr"])
+    assert rates == {True: {3e-3}, False: {1e-5}}
+    plain = PPOTrainer(micro_model_dir, "arithmetic-v0", _config(tmp_path / "b", learning_rate=1e-5),
+                       verifiers=[_always])
+    plain._prepare()
+    assert {g["initial_lr"] for g in plain.optimizer.param_groups} == {1e-5}
+
+
 def _always(completion, task):
     return 1.0
 

@@ -144,6 +144,7 @@ class BaseTrainer:
         self.model = model
         self.ref = make_reference(model, needed=self.needs_reference())
         self.extra_modules: dict = {}
+        self._module_lr: dict = {}  # extra module name -> its own learning rate
         self.train_rows: list = []
         self.global_step = 0
         self.epoch = 0
@@ -195,12 +196,15 @@ class BaseTrainer:
                                   samples_path=Path(c.output_dir) / "samples.jsonl", step=self.global_step)
 
     # -- helpers for subclasses ----------------------------------------------------------------
-    def add_module(self, name: str, module: torch.nn.Module) -> None:
+    def add_module(self, name: str, module: torch.nn.Module, learning_rate: Optional[float] = None) -> None:
         """Register an extra trained module (prepared, optimized and checkpointed with the model).
-        Call from :meth:`setup`."""
+        ``learning_rate`` gives it its own peak learning rate (default: the config's). Call from
+        :meth:`setup`."""
         if self._prepared:
             raise RuntimeError("add_module() must be called from setup(), before training starts")
         self.extra_modules[name] = module
+        if learning_rate is not None:
+            self._module_lr[name] = float(learning_rate)
 
     @property
     def unwrapped_model(self) -> Any:
@@ -248,17 +252,19 @@ class BaseTrainer:
         from transformers import get_scheduler
 
         c = self.config
-        decay, no_decay = [], []
-        modules = [self.model] + list(self.extra_modules.values())
-        for m in modules:
+        groups: dict = {}  # (learning rate, decayed?) -> params
+        modules = [(None, self.model)] + list(self.extra_modules.items())
+        for name, m in modules:
+            lr = self._module_lr.get(name, c.learning_rate)
             for p in m.parameters():
                 if p.requires_grad:
                     # biases and norms are not decayed (the usual AdamW practice)
-                    (decay if p.dim() >= 2 else no_decay).append(p)
-        if not decay and not no_decay:
+                    groups.setdefault((lr, p.dim() >= 2), []).append(p)
+        if not groups:
             raise ValueError("the model has no trainable parameters")
-        groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=c.learning_rate)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": ps, "lr": lr, "weight_decay": c.weight_decay if decayed else 0.0}
+             for (lr, decayed), ps in groups.items()], lr=c.learning_rate)
         self._total = self.total_steps()
         self.scheduler = get_scheduler(c.lr_scheduler, self.optimizer, num_warmup_steps=c.warmup_steps,
                                        num_training_steps=self._total * self.updates_per_step())

@@ -72,7 +72,7 @@ class PPOTrainer(OnlineTrainer):
     def setup(self) -> None:
         c = self.config
         hidden = self.model.config.hidden_size
-        self.add_module("value_head", ValueHead(hidden))
+        self.add_module("value_head", ValueHead(hidden), learning_rate=c.value_learning_rate)
         self.kl_ctl = (AdaptiveKLController(c.kl_coef, c.kl_target, c.kl_horizon) if c.adaptive_kl
                        else FixedKLController(c.kl_coef))
         self.reward_model = None
