@@ -59,6 +59,7 @@ class _Trajectory:
     turns: int = 0
     pending_reply: Optional[list] = None  # env messages to append before the next turn
     last_ids: list = dataclasses.field(default_factory=list)  # the ids sampled in the last turn
+    failures: dict = dataclasses.field(default_factory=dict)  # "<component>/<kind>" -> count
 
 
 def env_turn_ids(tokenizer: Any, history: list, generated_ids: list, assistant_text: str, reply: list) -> list:
@@ -365,6 +366,13 @@ def _apply_step(t: _Trajectory, result: tuple, turn_limit: int, envs: _Envs) -> 
     if info.get("scores"):
         t.scores = dict(info["scores"])
     t.failed = t.failed or bool(info.get("failed", False))
+    if info.get("failed") and "verdicts" not in info:  # the env's step raised (see _Envs.step)
+        t.failures["env/exception"] = t.failures.get("env/exception", 0) + 1
+    for name, verdict in (info.get("verdicts") or {}).items():
+        if verdict == "failed":
+            kind = ((info.get("details") or {}).get(name) or {}).get("failure", "exception")
+            key = f"{name}/{kind}"
+            t.failures[key] = t.failures.get(key, 0) + 1
     if "correct" in info:
         t.correct = info["correct"]
     if terminated or truncated or t.truncated or t.turns >= turn_limit:

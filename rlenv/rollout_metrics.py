@@ -14,7 +14,9 @@ def rollout_metrics(batch: Any, trajectories: list, stats: dict, wall_time: floa
     ``reward_std``, ``pass_rate`` (share of rows judged correct; falls back to reward ≥ 1 when the
     env reports no ``correct``), ``verifier/<name>`` (mean of each component), ``completion_len_mean``
     / ``_std`` / ``_min`` / ``_max``, ``truncation_rate``, ``zero_variance_group_frac`` (groups
-    whose rewards are all equal — no GRPO signal), ``failed_verifier_count``, ``turns_mean``,
+    whose rewards are all equal — no GRPO signal), ``failed_verifier_count`` and, per failing
+    component and kind, ``verifier_failures/<name>/<kind>`` (``timeout``, ``exception``, … ;
+    ``env/exception`` when the env's step itself raised), ``turns_mean``,
     ``rollout_time_s``, ``generation_time_s`` and ``verify_wait_s`` (time the engine sat idle
     waiting for verifiers).
     """
@@ -46,4 +48,7 @@ def rollout_metrics(batch: Any, trajectories: list, stats: dict, wall_time: floa
     }
     for name, values in batch.reward_components.items():
         m[f"verifier/{name}"] = float(values.float().mean())
+    for t in trajectories:
+        for key, n in getattr(t, "failures", {}).items():
+            m[f"verifier_failures/{key}"] = m.get(f"verifier_failures/{key}", 0.0) + n
     return m

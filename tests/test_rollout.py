@@ -123,6 +123,35 @@ def test_a_crashing_verifier_costs_one_sample(engine):
     batch = collect_rollouts(ParityEnv, engine, tasks, group_size=2, sampling=SamplingParams(max_new_tokens=4, seed=1))
     assert batch.failed.tolist() == [False, False, True, True]
     assert batch.rewards[2:].eq(0).all() and batch.metrics["failed_verifier_count"] == 2
+    assert batch.metrics["verifier_failures/env/exception"] == 2
+
+
+def _raises_on_cat(completion, task):
+    if task.id == "b":
+        raise ValueError("broken verifier")
+    return 1.0
+
+
+def _hangs_on_yes(completion, task):
+    if task.id == "c":
+        import time
+
+        time.sleep(5)
+    return 0.5
+
+
+def test_failures_are_counted_per_component_and_kind(engine):
+    """A verifier that raises and one that hangs: each costs its own samples, and the rollout
+    metrics say which component failed how (they reach metrics.jsonl through the trainers)."""
+    from rlenv.env import SingleTurnEnv
+    from verifiers.rubric import Component, Rubric
+
+    env = SingleTurnEnv(TASKS, Rubric([Component(_raises_on_cat, name="strict"),
+                                       Component(_hangs_on_yes, 0.0, name="slow", timeout=0.3)]))
+    batch = collect_rollouts(env, engine, TASKS, group_size=2, sampling=SamplingParams(max_new_tokens=3, seed=0))
+    m = batch.metrics
+    assert m["verifier_failures/strict/exception"] == 2 and m["verifier_failures/slow/timeout"] == 2
+    assert batch.failed.tolist() == [False, False, True, True, False, False]  # a weight-0 metric never fails a row
 
 
 def test_drawn_tasks_and_total_length_limit(engine, model_and_tok):
