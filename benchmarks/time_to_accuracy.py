@@ -26,13 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import (Setup, alternate, device_name, run_worker, summary_line, versions,  # noqa: E402
                                 worker_main)
 
-#: the task: two-digit addition, no system prompt (short prompts), as in the learning tests
-ENV_KWARGS = dict(digits=2, operators="+", system_prompt="")
+#: the task: two-digit addition; ``--prompt short`` drops the env's system prompt (~30-token
+#: prompts, as in the learning tests), ``--prompt env`` keeps it (~135 tokens, as in grpo_vs_trl.py)
+PROMPTS = {"short": dict(digits=2, operators="+", system_prompt=""), "env": dict(digits=2, operators="+")}
 #: bump when the SFT recipe changes so a cached checkpoint is rebuilt
 SFT_VERSION = 2
 
 
-def sft_checkpoint(target: float, eval_tasks: int, cache: Path) -> tuple:
+def sft_checkpoint(target: float, eval_tasks: int, cache: Path, prompt: str = "short") -> tuple:
     """The cached SFT start (``(path, pass rate)``): our SFTTrainer on the env's own targets,
     evaluated every 25 steps, stopped at the first evaluation ≥ ``target``."""
     import rlenv
@@ -41,16 +42,17 @@ def sft_checkpoint(target: float, eval_tasks: int, cache: Path) -> tuple:
     from trainers import SFTConfig, SFTTrainer
     from trainers.evaluation import evaluate_pass_rate
 
-    out = cache / f"bench-sft-arith-v{SFT_VERSION}-{target:g}-{eval_tasks}"
+    env_kwargs = PROMPTS[prompt]
+    out = cache / f"bench-sft-arith-v{SFT_VERSION}-{prompt}-{target:g}-{eval_tasks}"
     if (out / "config.json").exists():
         return str(out), float((out / "pass_rate.txt").read_text())
     torch.set_num_threads(1)
-    env = rlenv.make("arithmetic-v0", **ENV_KWARGS)
+    env = rlenv.make("arithmetic-v0", **env_kwargs)
     with tempfile.TemporaryDirectory() as tmp:
         tr = SFTTrainer(resolve_model_path("preset:tiny"), SFTConfig(
             output_dir=tmp, learning_rate=1e-3, max_steps=3000, per_device_train_batch_size=32,
             lr_scheduler="constant", report_to="none", progress_bar=False, seed=0),
-            env=rlenv.make("arithmetic-v0", **ENV_KWARGS), num_env_examples=96_000)
+            env=rlenv.make("arithmetic-v0", **env_kwargs), num_env_examples=96_000)
         tr._prepare()  # stepped by hand: evaluate between steps
         rate = 0.0
         for step in range(1, tr.config.max_steps + 1):
@@ -93,18 +95,20 @@ def main(argv=None) -> dict:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--prompt", choices=sorted(PROMPTS), default="short",
+                    help="short: no system prompt (~30 tokens); env: the env's system prompt (~135 tokens)")
     ap.add_argument("--cache", default=os.environ.get("RLENV_CACHE", str(Path.home() / ".cache" / "rlenv")))
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
-    start, start_rate = sft_checkpoint(args.sft_target, args.eval_tasks, Path(args.cache))
+    start, start_rate = sft_checkpoint(args.sft_target, args.eval_tasks, Path(args.cache), args.prompt)
     print(f"SFT start: {start} (greedy pass rate {start_rate:.3f}, {time.perf_counter() - t0:.0f} s)",
           file=sys.stderr, flush=True)
     runs = {"ours": [], "trl": []}
     with tempfile.TemporaryDirectory() as work:
         for seed in range(args.seeds):
-            s = Setup(model_dir=start, env_kwargs=ENV_KWARGS, prompts=args.prompts, group=args.group,
+            s = Setup(model_dir=start, env_kwargs=PROMPTS[args.prompt], prompts=args.prompts, group=args.group,
                       max_new_tokens=args.new_tokens, learning_rate=args.lr, temperature=args.temperature, seed=seed,
                       steps=args.max_steps, warmup=0, threads=args.threads, eval_tasks=args.eval_tasks,
                       eval_every=args.eval_every, target=args.target)
@@ -113,7 +117,7 @@ def main(argv=None) -> dict:
                 runs[side].append(run_worker(__file__, side, s, Path(work), f"s{seed}", args.timeout))
 
     print(f"device: {device_name(False)}   {versions()}")
-    print(f"tiny preset from SFT (greedy pass rate {start_rate:.2f} on {args.eval_tasks} held-apart problems), "
+    print(f"{args.prompt} prompts; tiny preset from SFT (greedy pass rate {start_rate:.2f} on {args.eval_tasks} held-apart problems), "
           f"{args.prompts} prompts × {args.group} samples, ≤ {args.new_tokens} new tokens, lr {args.lr}, "
           f"T = {args.temperature}, target {args.target}, eval every {args.eval_every} steps (not timed), "
           f"≤ {args.max_steps} steps")
