@@ -212,7 +212,7 @@ def test_decode_step_traces_as_one_graph(tiny_model_dir, share_prefix, attn="sdp
     eng.generate([[1, 2, 3]], params)
     st = next(iter(eng._states.values()))
     assert (st.prefix is not None) == share_prefix
-    start = 1 if share_prefix else 4  # the own-token cache starts after the prompt only without sharing
+    start = 1 if share_prefix else 4  # without sharing the own tokens follow the prompt in one cache
     with torch.inference_mode(), (decoding_with_shared_prefix(model.config) if share_prefix
                                   else contextlib.nullcontext()):
         st.generator = None
@@ -265,13 +265,22 @@ def test_eager_attention_uses_an_additive_mask_and_agrees_with_sdpa(tiny_model_d
             assert torch.allclose(torch.tensor(ca.logprobs), torch.tensor(cb.logprobs), atol=1e-4)
 
 
-def test_shared_prefix_state_is_keyed_by_samples_per_prompt(engine, model_and_tok):
+def test_shared_prefix_state_is_keyed_by_samples_per_prompt(model_and_tok):
     """Two calls with the same batch size and lengths but a different split into prompts × samples
     must not share decode buffers (the prompt cache has one slot per prompt)."""
     model, tok = model_and_tok
     full = HFEngine(model, tok, share_prefix=False)
     prompt = [[5, 6, 7, 8]]
+    engine = HFEngine(model, tok, share_prefix=True)
     for prompts, n in ((prompt * 4, 2), (prompt * 2, 4), (prompt * 4, 2)):
         params = SamplingParams(n=n, max_new_tokens=6, seed=1)
         a, b = engine.generate(prompts, params), full.generate(prompts, params)
         assert [[c.token_ids for c in g] for g in a] == [[c.token_ids for c in g] for g in b]
+
+
+def test_shared_prefix_auto_needs_a_prompt_as_long_as_the_generation(model_and_tok):
+    eng = HFEngine(*model_and_tok)  # share_prefix=None: automatic
+    eng.generate([[5, 6, 7, 8, 9, 10]], SamplingParams(n=2, max_new_tokens=4, seed=0))
+    assert next(reversed(eng._states.values())).prefix is not None
+    eng.generate([[5, 6, 7]], SamplingParams(n=2, max_new_tokens=8, seed=0))
+    assert next(reversed(eng._states.values())).prefix is None

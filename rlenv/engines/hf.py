@@ -108,7 +108,8 @@ class HFEngine(Engine):
         check_every: decode steps between host checks for "all finished" and stop strings.
         share_prefix: with ``n > 1`` samples per prompt, keep the prompt's key/value cache once per
             prompt and attend to it with :mod:`rlenv.engines.prefix_attention` (exact; ``n``-fold less
-            cache traffic per step). Default: on for the architectures it supports.
+            cache traffic per step). ``None`` (default): for the architectures it supports, when the
+            prompt is at least as long as ``max_new_tokens``; ``True``: whenever supported; ``False``: never.
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, *, max_batch_size: int = 256,
@@ -222,7 +223,9 @@ class HFEngine(Engine):
         logits = self._net(input_ids=input_ids, attention_mask=attn, position_ids=positions,
                            past_key_values=prefill, use_cache=True, **kw).logits[:, -1]
 
-        shared = self.share_prefix and n > 1
+        # auto: only where the prompt part is at least the generated part — with long generations from
+        # short prompts the per-row own-token attention dominates and one fused SDPA call is faster
+        shared = self.share_prefix and n > 1 and (self._requested_share is True or L >= max_new)
         key = (B, n, L + max_new, max_new, params.temperature, params.top_k, params.top_p, ignore_eos, shared)
         if shared:  # the prompt cache once per prompt; the step's own cache holds generated tokens only
             st = self._state(key, B, max_new, max_new, prefix_shape=(P, L))
