@@ -78,9 +78,11 @@ def digit_credit(completion: str, task: rlenv.Task) -> float:
 
 def rubric(partial_credit: float = 0.0) -> Rubric:
     """Correctness rewarded, format logged (weight 0); with ``partial_credit`` > 0 the digit credit
-    is added with that weight (else logged at weight 0)."""
-    return Rubric([Component(correct, 1.0, name="correct"), Component(answer_format, 0.0, name="format"),
-                   Component(digit_credit, float(partial_credit), name="digits")])
+    is added with that weight."""
+    parts = [Component(correct, 1.0, name="correct"), Component(answer_format, 0.0, name="format")]
+    if partial_credit:
+        parts.append(Component(digit_credit, float(partial_credit), name="digits"))
+    return Rubric(parts)
 
 
 def make_env(digits: int = 2, operators: str = "+-", difficulty: int = 1, size: int = 100_000,
