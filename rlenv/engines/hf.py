@@ -89,12 +89,16 @@ class _DecodeState:
 
     def load_prefix(self, prefill, valid: torch.Tensor) -> None:
         """Copy the prompts' prefill cache (one copy per prompt) and its padding mask in."""
-        L = valid.shape[1]
         for dst_k, dst_v, layer in zip(self.prefix["k"], self.prefix["v"], prefill.layers):
-            for dst, src in ((dst_k, layer.keys), (dst_v, layer.values)):
-                dst.copy_(torch.where(valid[:, None, :, None], src, torch.zeros((), dtype=src.dtype, device=src.device))
-                          if dst.shape[2] == L else src)
+            dst_k.copy_(_zero_padding(layer.keys, valid))
+            dst_v.copy_(_zero_padding(layer.values, valid))
         self.prefix["mask"].copy_(valid[:, None, None, :])
+
+
+def _zero_padding(kv: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``kv`` ``[rows, heads, L, d]`` with the padding slots zeroed: masked keys get weight 0, and
+    0 * NaN would still be NaN."""
+    return torch.where(valid[:, None, :, None], kv, torch.zeros((), dtype=kv.dtype, device=kv.device))
 
 
 class HFEngine(Engine):
@@ -239,10 +243,7 @@ class HFEngine(Engine):
             valid = attn.bool().repeat_interleave(n, 0)
             for static, dyn in zip(st.cache.layers, prefill.layers):
                 for dst, src in ((static.keys, dyn.keys), (static.values, dyn.values)):
-                    src = src.repeat_interleave(n, 0)
-                    # zero the padding slots: masked keys get weight 0, and 0 * NaN would still be NaN
-                    dst[:, :, :L].copy_(torch.where(valid[:, None, :, None], src, torch.zeros((), dtype=src.dtype,
-                                                                                               device=dev)))
+                    dst[:, :, :L].copy_(_zero_padding(src.repeat_interleave(n, 0), valid))
                 static.cumulative_length.fill_(L)
             st.kv_valid.zero_()
             st.kv_valid[:, :L] = valid
