@@ -312,27 +312,19 @@ class SlotGroup:
             raise RuntimeError("cgroups are not writable here; check verifiers.code._cgroup.available() first")
         with _slots_lock:
             slot = _free_slots.pop() if _free_slots else None
-            index = len(_all_slots)
-            if slot is None:
-                _all_slots.append(None)  # reserve the index
         if slot is None:
-            try:
-                slot = _Slot(index)
-            except BaseException:
-                with _slots_lock:
-                    _all_slots[index] = False
-                raise
+            slot = _Slot(next(_counter))
             with _slots_lock:
-                _all_slots[index] = slot
-        self.slot = slot
-        self.dirs = slot.dirs
+                _all_slots.append(slot)
+        if not slot.clear(timeout=2.0):  # retired: never handed out again
+            raise RuntimeError("a previous run's processes survive in the sandbox's cgroup")
         try:
-            if not slot.clear(timeout=2.0):
-                raise RuntimeError("a previous run's processes survive in the sandbox's cgroup")
             _set_limits(slot.dirs, max_pids, memory_bytes)
         except BaseException:
-            self.slot = None
+            with _slots_lock:
+                _free_slots.append(slot)
             raise
+        self.slot, self.dirs = slot, slot.dirs
 
     def spawn(self, fn):
         return self.slot.call(fn)
