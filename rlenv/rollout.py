@@ -173,7 +173,7 @@ class _Envs:
                 return self._with_shared(lambda e: (e.reset(options={"task": task}), e.step(text))[1])
             return env.step(text)
         except Exception as e:  # noqa: BLE001 - anything the env raises is one sample's problem
-            return [], 0.0, True, False, {"failed": True, "error": f"{type(e).__name__}: {e}"}
+            return [], 0.0, True, False, {"failed": True, "error": f"{type(e).__name__}: {e}", "env_raised": True}
 
     def close(self) -> None:
         for env in self.made:
@@ -366,7 +366,7 @@ def _apply_step(t: _Trajectory, result: tuple, turn_limit: int, envs: _Envs) -> 
     if info.get("scores"):
         t.scores = dict(info["scores"])
     t.failed = t.failed or bool(info.get("failed", False))
-    if info.get("failed") and "verdicts" not in info:  # the env's step raised (see _Envs.step)
+    if info.get("env_raised"):  # the env's step itself raised (see _Envs.step)
         t.failures["env/exception"] = t.failures.get("env/exception", 0) + 1
     for name, verdict in (info.get("verdicts") or {}).items():
         if verdict == "failed":
