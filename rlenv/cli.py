@@ -227,7 +227,12 @@ def _one_line(text: str) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``rlenv`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        # a dash-led "override" (e.g. "-x=1") is not an option: let the spec loader name it
+        args.overrides = list(args.overrides) + list(extra)
     try:
         return int(args.func(args) or 0)
     except CLIError as e:
