@@ -16,15 +16,15 @@ from .pool import SandboxPool, default_concurrency, default_pool
 from ._asserts import AssertTests, parse_asserts
 from ._calls import CallTest
 from ._codec import json_equal, strict_equal
-from .sandbox import (ERROR, KILLED, MEMORY, OK, TIMEOUT, ExecResult, Limits, SandboxUnavailable, SandboxWarning,
-                      find_python, require_isolation, run_argv, run_python, sandbox_tier)
+from .sandbox import (ERROR, KILLED, MEMORY, OK, TIMEOUT, ExecResult, Limits, SandboxUnavailable, find_python,
+                      require_isolation, run_argv, run_python, sandbox_tier)
 from .tests_runner import StdioTest, TestReport, feedback_text, parse_tests, run_tests
 from .verifier import CodeVerifier, extract_code
 from ..registry import register as _register
 
 _register("code", CodeVerifier, overwrite=True)
 
-__all__ = ["ExecResult", "Limits", "SandboxUnavailable", "SandboxWarning", "find_python", "require_isolation",
+__all__ = ["ExecResult", "Limits", "SandboxUnavailable", "find_python", "require_isolation",
            "run_argv", "run_python", "sandbox_tier", "SandboxPool", "default_concurrency", "default_pool",
            "AssertTests", "CallTest", "StdioTest", "TestReport", "feedback_text", "parse_asserts", "parse_tests",
            "run_tests", "json_equal", "strict_equal", "CodeVerifier", "extract_code",

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import warnings
 from typing import Optional, Sequence
 
 from . import _landlock
@@ -36,10 +35,6 @@ _weak_checked = False
 NOGROUP = 65534
 WEAK_ENV = "RLENV_ALLOW_WEAK_SANDBOX"
 log = logging.getLogger("verifiers.code")
-
-
-class SandboxWarning(RuntimeWarning):
-    """Untrusted code runs in the weak ``rlimits`` tier (explicitly allowed; warned once per process)."""
 
 
 class SandboxUnavailable(PreflightError):
@@ -178,7 +173,6 @@ def _check_weak_tier() -> None:
                 f"namespace; {_landlock.describe()}. Use it for development only; install bubblewrap "
                 "(.ci/install-sandbox.sh) for training on untrusted code. See docs/sandbox.md.")
         log.warning(text)
-        warnings.warn(text, SandboxWarning, stacklevel=4)
         _weak_checked = True
 
 

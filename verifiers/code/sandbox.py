@@ -33,10 +33,10 @@ from typing import Optional, Sequence
 
 from . import _cgroup
 from ._landlock import START_MARKER
-from ._launch import (NOGROUP, SandboxUnavailable, SandboxWarning, UidSlot, chain, find_python, kill_uid,
-                      require_isolation, sandbox_tier)
+from ._launch import (NOGROUP, SandboxUnavailable, UidSlot, chain, find_python, kill_uid, require_isolation,
+                      sandbox_tier)
 
-__all__ = ["ExecResult", "Limits", "SandboxUnavailable", "SandboxWarning", "find_python", "require_isolation",
+__all__ = ["ExecResult", "Limits", "SandboxUnavailable", "find_python", "require_isolation",
            "run_argv", "run_python", "sandbox_tier"]
 
 OK, ERROR, TIMEOUT, MEMORY, KILLED = "ok", "error", "timeout", "memory", "killed"
