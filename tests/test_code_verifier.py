@@ -120,6 +120,29 @@ def test_helpers_and_locals_of_the_test_code_are_the_judges_own():
         parse_tests("def check(candidate):\n    assert candidate(1) == 1\n")
 
 
+def test_solution_objects_are_stand_ins_that_never_compare_equal():
+    tests = {"tests": ["assert max_chain([Pair(5, 24), Pair(15, 25), Pair(27, 40)], 3) == 2",
+                       "assert Solution().twice(4) == 8", "assert list(evens(5)) == [0, 2, 4]",
+                       "assert str(Pair(1, 2)) == 'Pair(1, 2)' and len(Pair(1, 2)) == 2",
+                       "assert math.isclose(area(1), 3.14159, rel_tol=1e-3)",  # MBPP leaves `math` unimported
+                       "assert Pair(1, 2) == Pair(1, 2)",  # two solution objects: their __eq__ is never asked
+                       "assert Pair(1, 2)"],  # nor their truth value
+             "entry_point": ["Pair", "max_chain", "Solution", "evens", "area"]}
+    src = ("import math\nclass Pair:\n    def __init__(self, a, b):\n        self.a, self.b = a, b\n"
+           "    def __eq__(self, o):\n        return True\n    def __bool__(self):\n        return True\n"
+           "    def __len__(self):\n        return 2\n    def __repr__(self):\n        return f'Pair({self.a}, {self.b})'\n"
+           "def max_chain(ps, n):\n    end, k = None, 0\n    for p in sorted(ps, key=lambda p: p.b):\n"
+           "        if end is None or p.a > end:\n            end, k = p.b, k + 1\n    return k\n"
+           "class Solution:\n    def twice(self, x):\n        return 2 * x\n"
+           "def evens(n):\n    yield from range(0, n, 2)\n"
+           "def area(r):\n    return math.pi * r * r\n")
+    rep = run_tests(src, tests)
+    assert [o["passed"] for o in rep.outcomes] == [True] * 5 + [False, False], rep.feedback
+    assert "no truth value" in rep.outcomes[6]["message"]
+    with pytest.raises(ValueError, match="entry_point=\\['f', 'g'\\]"):
+        parse_tests(["assert f(1) == g(1)"])  # two names from the solution: say which
+
+
 def test_apps_call_based_and_stdio_formats():
     cases, _ = parse_tests({"fn_name": "add", "inputs": [[1, 2], [[1], [2]]], "outputs": [3, [1, 2]]})
     assert all(isinstance(c, CallTest) for c in cases)

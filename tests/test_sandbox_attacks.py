@@ -272,6 +272,9 @@ def test_segfault_through_ctypes():
     "import __main__, sys\nfor name in dir(__main__):\n    if 'ok' in name or 'fail' in name or name.startswith('_rlenv'):\n"
     "        setattr(__main__, name, lambda *a, **k: None)\nsys.modules['random'] = None\n"
     "def reference(x):\n    return 0\ndef check(candidate):\n    pass\ndef double(x):\n    return 0",
+    # output its judges cannot parse (json raises RecursionError): still a 0, never a masked sample
+    "import json, os\nfor fd in range(64):\n    try:\n        os.write(fd, b'[' * 300000 + b'\\n')\n"
+    "    except OSError:\n        pass\njson.dumps = lambda *a, **k: '[' * 300000\ndef double(x):\n    return 0",
     # claiming success on stdout / stderr
     "import sys\nprint('PASSED')\nprint('All tests passed', file=sys.stderr)\nprint('5')\nsys.exit(0)"
     "\ndef double(x):\n    return None",

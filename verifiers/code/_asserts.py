@@ -22,6 +22,7 @@ import sys
 import threading
 from typing import Optional
 
+from ._codec import loads
 from .sandbox import ExecResult, Limits, run_argv
 
 _BUILTINS = frozenset(dir(builtins))
@@ -41,7 +42,7 @@ class AssertTests:
         code: the rewritten test code the judge runs.
         setup: trusted task code the judge runs first (helpers the tests call, a reference solution).
         names: the globals the tests take from the solution.
-        modules: standard-library modules the tests use without importing them.
+        modules: standard-library modules the tests use without importing them (``code`` imports them).
         check: the entry point handed to ``check(candidate)``; None when there is no ``check``.
         strict: ``==`` / ``!=`` inside asserts compare types too (``True`` is not ``1``).
         skipped: asserts of a constant (``assert True``), which test nothing and are not counted.
@@ -108,7 +109,11 @@ def _parse(code: str, setup: str, entry: tuple, strict: bool) -> AssertTests:
     body = rewrite.sequence(tree.body, 0)
     if check is not None:
         check.body = rewrite.sequence(check.body, len(tree.body))
-    tree.body = body
+    # standard modules the tests use without importing them (MBPP's `math.isclose`), imported first
+    future = next((k for k, s in enumerate(body) if not (isinstance(s, ast.ImportFrom) and s.module == "__future__")),
+                  len(body))
+    imports = ast.parse("".join(f"try:\n    import {m}\nexcept ImportError:\n    pass\n" for m in modules)).body
+    tree.body = body[:future] + imports + body[future:]
     return AssertTests(tuple(rewrite.asserts), tuple(rewrite.where), ast.unparse(ast.fix_missing_locations(tree)),
                        setup, tuple(names), tuple(modules), entry[0] if check is not None else None, strict,
                        rewrite.skipped)
@@ -260,7 +265,7 @@ def run_pair(source: str, suite: AssertTests, limits: Limits) -> tuple[ExecResul
     rep_r, rep_w = os.pipe()
     judge_limits = dataclasses.replace(limits, timeout=1.5 * float(limits.timeout) + 2.0, cpu_seconds=None)
     payload = json.dumps({"nonce": nonce, "setup": suite.setup, "code": suite.code, "names": list(suite.names),
-                          "modules": list(suite.modules), "check": suite.check, "strict": suite.strict, "cap": cap})
+                          "check": suite.check, "cap": cap})
     box: dict = {}
 
     def judge():
@@ -288,10 +293,7 @@ def outcomes_of(suite: AssertTests, judge: ExecResult, sol: ExecResult, nonce: s
     state: dict = {}
     at, done, abort = -1, False, ""
     for line in judge.channel.decode("utf-8", "replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
+        rec = loads(line)
         if not isinstance(rec, dict) or rec.get("n") != nonce:
             continue
         if "setup_error" in rec:

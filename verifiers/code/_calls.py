@@ -22,7 +22,7 @@ import math
 from typing import Any
 
 from ._asserts import harness
-from ._codec import NotData, decode, encode, json_equal, strict_equal
+from ._codec import NotData, decode, encode, json_equal, loads, strict_equal
 from .sandbox import ExecResult, Limits
 
 _JSON_TYPES = (type(None), bool, int, float, str, list, tuple, dict)
@@ -98,10 +98,7 @@ def judge_calls(source: str, tests: list, limits: Limits, pool) -> tuple[list, l
                                        channel=True).result()
     replies: dict = {}
     for line in res.channel.decode("utf-8", "replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
+        rec = loads(line)
         if isinstance(rec, dict) and isinstance(rec.get("q"), int):
             replies.setdefault(rec["q"], rec)
     outcomes = []

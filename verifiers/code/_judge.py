@@ -1,6 +1,6 @@
 """The judge: runs a task's test code in ITS OWN sandbox, apart from the solution (``_codec.py`` is put
 in front of it). argv: ``OUT_FD REQ_FD REP_FD``; stdin: ``{"nonce", "setup", "code", "names",
-"modules", "check", "strict", "cap"}``.
+"check", "cap"}``.
 
 The test code (asserts, ``def check(candidate)``, helpers, loops over random inputs) runs here as
 written, with each assert rewritten by the parent into a recorded outcome. The solution lives in
@@ -97,10 +97,7 @@ def _rpc(op, target, args=(), kwargs=None, **extra):
         line = _replies.readline(_cap + 1)
     except OSError:
         line = b""
-    try:
-        rep = _json.loads(line) if line.endswith(b"\n") else None
-    except ValueError:
-        rep = None
+    rep = loads(line) if line.endswith(b"\n") else None
     if not isinstance(rep, dict) or rep.get("q") != _seq[0]:
         why = ("the solution's reply was larger than the limit" if len(line) > _cap else
                "the solution stopped answering (its process ended)" if not line else
@@ -229,11 +226,6 @@ except BaseException as e:  # noqa: BLE001 - the task's own code is broken: not 
     os._exit(0)
 for _name in _p["names"]:
     _g.setdefault(_name, _Remote({"g": _name}, _name))
-for _name in _p["modules"]:
-    try:
-        _g.setdefault(_name, __import__(_name))
-    except ImportError:
-        pass
 _g.update(_rlenv_at=_rlenv_at, _rlenv_ok=_rlenv_ok, _rlenv_fail=_rlenv_fail, _rlenv_eq=_rlenv_eq)
 try:
     exec(compile(_p["code"], "<tests>", "exec"), _g)

@@ -77,7 +77,7 @@ def parse_tests(answer: Any, entry_point: Any = None, strict: Optional[bool] = N
     if isinstance(answer, str) and answer.lstrip().startswith("{"):
         try:
             answer = json.loads(answer)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise ValueError(f"code tests: the answer looks like JSON but does not parse ({e})") from None
     if isinstance(answer, dict):
         entry_point = answer.get("entry_point", entry_point)
