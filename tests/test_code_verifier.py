@@ -193,6 +193,9 @@ def test_task_info_entry_point_and_prefix():
                 info={"entry_point": "sort_it", "code_prefix": "from typing import List"}, id="he")
     r = CodeVerifier().score(fence("def sort_it(xs: List[int]) -> List[int]:\n    return sorted(xs)"), task)
     assert r.reward == 1.0, r
+    # `candidate` in plain asserts is the entry point too
+    loose = Task("x", answer=["assert candidate([2, 1]) == [1, 2]"], info={"entry_point": "sort_it"})
+    assert CodeVerifier().score(fence("def sort_it(xs):\n    return sorted(xs)"), loose).reward == 1.0
 
 
 def test_unreadable_tests_are_an_infrastructure_failure_not_a_zero():

@@ -41,7 +41,8 @@ class AssertTests:
             statement ``k``, the asserts at ``k`` or later that have not failed yet fail too.
         code: the rewritten test code the judge runs.
         setup: trusted task code the judge runs first (helpers the tests call, a reference solution).
-        names: the globals the tests take from the solution.
+        names: ``(name in the tests, name in the solution)`` for each global the tests take from the
+            solution (the same name, except ``candidate`` in plain asserts: the entry point).
         modules: standard-library modules the tests use without importing them (``code`` imports them).
         check: the entry point handed to ``check(candidate)``; None when there is no ``check``.
         strict: ``==`` / ``!=`` inside asserts compare types too (``True`` is not ``1``).
@@ -152,8 +153,10 @@ def _solution_names(tree: ast.Module, setup_tree: ast.Module, entry: tuple) -> t
     star |= setup_star
     loads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
     free = loads - bound - (_BUILTINS - set(entry))
-    names = sorted(free & set(entry))
-    rest = free - set(entry)
+    names = [(n, n) for n in sorted(free & set(entry))]
+    if entry and "candidate" in free - set(entry):  # HumanEval-style asserts outside a check function
+        names.append(("candidate", entry[0]))
+    rest = free - set(entry) - {"candidate" if entry else ""}
     modules = sorted(n for n in rest if n in _STDLIB)
     rest -= set(modules)
     if not rest or star:  # names a star import may define are left to the judge (never to the solution)
@@ -176,7 +179,7 @@ def _solution_names(tree: ast.Module, setup_tree: ast.Module, entry: tuple) -> t
     if len(rest) > 1:
         raise ValueError(f"the tests call {sorted(rest)}, which they do not define; say which ones the solution must "
                          f"define with entry_point={sorted(rest)!r} (the rest must be imported by the tests)")
-    return sorted(rest), modules
+    return [(n, n) for n in sorted(rest)], modules
 
 
 class _Rewrite(ast.NodeTransformer):
@@ -262,9 +265,15 @@ def run_pair(source: str, suite: AssertTests, limits: Limits) -> tuple[ExecResul
     nonce = secrets.token_hex(16)
     cap = 8 * int(limits.max_output_bytes)
     req_r, req_w = os.pipe()
-    rep_r, rep_w = os.pipe()
+    try:
+        rep_r, rep_w = os.pipe()
+    except OSError:
+        os.close(req_r)
+        os.close(req_w)
+        raise
     judge_limits = dataclasses.replace(limits, timeout=1.5 * float(limits.timeout) + 2.0, cpu_seconds=None)
-    payload = json.dumps({"nonce": nonce, "setup": suite.setup, "code": suite.code, "names": list(suite.names),
+    payload = json.dumps({"nonce": nonce, "setup": suite.setup, "code": suite.code,
+                          "names": [list(n) for n in suite.names],
                           "check": suite.check, "cap": cap})
     box: dict = {}
 
@@ -276,7 +285,12 @@ def run_pair(source: str, suite: AssertTests, limits: Limits) -> tuple[ExecResul
             box["exc"] = e
 
     t = threading.Thread(target=judge, name="sandbox-judge", daemon=True)
-    t.start()
+    try:
+        t.start()
+    except RuntimeError:  # no thread to be had: close everything, the caller sees the error
+        for fd in (req_r, req_w, rep_r, rep_w):
+            os.close(fd)
+        raise
     try:
         sol = run_argv(["-I", "-S", "-B", "-c", harness("_serve"), str(req_r), str(rep_w)],
                        json.dumps({"source": source}), limits, pass_fds=(req_r, rep_w))

@@ -224,8 +224,8 @@ try:
 except BaseException as e:  # noqa: BLE001 - the task's own code is broken: not the solution's fault
     _send(setup_error=f"{type(e).__name__}: {e}"[:2000])
     os._exit(0)
-for _name in _p["names"]:
-    _g.setdefault(_name, _Remote({"g": _name}, _name))
+for _name, _theirs in _p["names"]:
+    _g.setdefault(_name, _Remote({"g": _theirs}, _theirs))
 _g.update(_rlenv_at=_rlenv_at, _rlenv_ok=_rlenv_ok, _rlenv_fail=_rlenv_fail, _rlenv_eq=_rlenv_eq)
 try:
     exec(compile(_p["code"], "<tests>", "exec"), _g)

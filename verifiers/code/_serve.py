@@ -9,6 +9,9 @@ the judge's sandbox while it runs the test code). One reply line per request on 
               "t": {"g": global name} | {"h": handle}, "a": [args], "k": {kwargs}, "name": attr}
     reply    {"q": seq, "v": value}  or  {"q": seq, "e": [exception type, message]}
 
+A solution that fails to load still gets every request answered (with the load error), then the
+run exits 1 (its stderr's last line names the exception, so a MemoryError reads as ``memory``).
+
 It never sees an expected value or a comparison: whatever the solution does in here (exit, patch
 ``json`` or ``builtins``, start threads, write to the pipes, return objects whose ``__eq__`` lies)
 decides only what its own replies say; values that are not plain data go back as handles.
@@ -104,6 +107,7 @@ try:
     exec(compile(_payload["source"], "solution.py", "exec"), _g)
 except _BaseException as e:  # noqa: BLE001 - SystemExit and KeyboardInterrupt are failures too
     _load_error = f"the solution failed to load: {_type(e).__name__}: {e}"[:2000]
+    os.write(2, f"\n{_type(e).__name__}: {e}\n"[:2000].encode("utf-8", "replace"))  # the run's status says how it ended
 for _req in _requests():
     _q = _req.get("q") if _isinstance(_req, dict) else None
     if _load_error is not None:
@@ -119,4 +123,4 @@ for _req in _requests():
         continue
     _reply(_q, v=_v)
 sys.stdout.flush()
-_exit(0)
+_exit(0 if _load_error is None else 1)
