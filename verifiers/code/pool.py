@@ -2,7 +2,8 @@
 
 Each run is still its own fresh sandbox (:func:`verifiers.code.sandbox.run_argv`); the pool only
 bounds how many exist at the same time, so a batch of memory bombs cannot take the host's memory
-(N × ``memory_mb`` at most) and the CPUs are shared fairly.
+(N × ``memory_mb`` at most, 2N × for assert-style tests, whose slot holds a solution and its judge)
+and the CPUs are shared fairly.
 """
 
 from __future__ import annotations

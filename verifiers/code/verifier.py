@@ -95,7 +95,7 @@ class CodeVerifier:
             return VerifyResult.failure(f"task {getattr(task, 'id', None)!r}: {report.infra_error}")
         if report.total == 0:
             return VerifyResult.failure(f"task {getattr(task, 'id', None)!r} has no runnable tests "
-                                        f"({report.skipped} skipped as unsupported)")
+                                        f"({report.skipped} asserts of a constant, which test nothing)")
         reward = report.reward(self.mode)
         verdict = CORRECT if report.passed == report.total else PARTIAL if reward > 0 else INCORRECT
         details = {"passed": report.passed, "total": report.total, "skipped": report.skipped,
