@@ -47,9 +47,12 @@ def _show(v, depth=0):
         return object.__getattribute__(v, "_label")
     if depth > 3:
         return "…"
-    if type(v) in (list, tuple, set, frozenset):
+    if type(v) in (list, tuple, set, frozenset):  # never repr() a container: a stand-in inside would go remote
         inner = ", ".join(_show(x, depth + 1) for x in list(v)[:8]) + (", …" if len(v) > 8 else "")
         return {list: "[%s]", tuple: "(%s)"}.get(type(v), "{%s}") % inner
+    if type(v) is dict:
+        inner = ", ".join(f"{_show(k, depth + 1)}: {_show(x, depth + 1)}" for k, x in list(v.items())[:8])
+        return "{%s}" % (inner + (", …" if len(v) > 8 else ""))
     r = repr(v)
     return r if len(r) <= 120 else r[:120] + "…"
 
