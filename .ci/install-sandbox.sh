@@ -4,6 +4,7 @@
 # and a size-capped tmpfs scratch dir; python3 is the world-readable interpreter the sandbox runs
 # (a venv under /root is not readable by the unprivileged uid the sandbox drops to); prlimit,
 # setpriv and unshare (util-linux) set the limits, the uid and the network namespace.
+# Without a working bubblewrap, code envs refuse to run untrusted code (docs/sandbox.md, "Fail closed").
 set -euo pipefail
 need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
@@ -30,5 +31,6 @@ if setpriv --reuid=65534 --regid=65534 --clear-groups -- bwrap --unshare-all --r
      --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 --proc /proc /usr/bin/python3 -c pass; then
   echo "sandbox: bubblewrap works"
 else
-  echo "sandbox: WARNING bubblewrap cannot create namespaces here; the sandbox tests will skip" >&2
+  echo "sandbox: WARNING bubblewrap cannot create namespaces here; code envs will refuse to run and the" \
+       "sandbox tests will skip (see docs/sandbox.md)" >&2
 fi

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 USAGE_ERROR = 2
 
@@ -130,6 +130,7 @@ def cmd_eval(args) -> int:
         raise CLIError(str(e)) from None
     except (TypeError, ValueError, FileNotFoundError) as e:  # the env factory rejected --env-kwarg values
         raise CLIError(str(e)) from None
+    _preflight(env)
     model = _server_engine(args) if args.base_url else args.model
     if not args.base_url:
         from .models.tiny import missing_local_model
@@ -160,10 +161,21 @@ def _server_engine(args):
     return OpenAIEngine(args.base_url, model=args.model, tokenizer=tokenizer)
 
 
+def _preflight(env: Any = None, run: Optional[Callable] = None) -> Any:
+    """Run the env's preflight check (or ``run()``, which makes and checks the env itself) and turn
+    its ``PreflightError`` — e.g. a code env on a machine without a sandbox — into one CLI error."""
+    from verifiers.base import PreflightError
+
+    try:
+        return run() if run is not None else getattr(env, "preflight", lambda: None)()
+    except PreflightError as e:
+        raise CLIError(str(e)) from None
+
+
 def cmd_train(args) -> int:
     spec = _load_spec(args.spec, args.overrides)  # fail fast, before torch or a model is loaded
     run_spec = _optional("trainers.pipeline", "run_spec", "rlenv train")
-    run_spec(spec)  # already validated, overrides applied
+    _preflight(run=lambda: run_spec(spec))  # already validated, overrides applied; run_spec checks the env first
     return 0
 
 

@@ -106,6 +106,11 @@ class SingleTurnEnv(Env):
         self.turn = 0
         self._done = True
 
+    def preflight(self) -> None:
+        """Check before the first step that the env's verifiers can run here (``Rubric.preflight``);
+        ``rlenv train`` and ``rlenv eval`` call it, so a code env without a sandbox stops at once."""
+        self.rubric.preflight()
+
     # -- episode start -------------------------------------------------------------------------
     def _draw_task(self, options: Optional[dict]) -> tuple[Optional[int], Task]:
         options = options or {}

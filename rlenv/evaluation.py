@@ -124,6 +124,7 @@ def evaluate(env: Any, model: Any, *, n: int = 1, k: Union[int, Sequence[int]] =
         from .registry import make
 
         env = make(env)
+    getattr(env, "preflight", lambda: None)()  # e.g. a code env without a sandbox: stop before any sampling
     eng = _engine_for(model, engine, tokenizer, engine_kwargs)
     sampling = SamplingParams(temperature=(0.0 if n == 1 else 1.0) if temperature is None else temperature,
                               top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, stop=tuple(stop), seed=seed)

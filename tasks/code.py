@@ -6,13 +6,20 @@
     env = rlenv.make("code-v0", hub="google-research-datasets/mbpp", config="full")   # with network
 
 MBPP rows: ``task_id``, ``text``, ``code``, ``test_list``, ``test_setup_code``; the prompt shows the
-first test (as MBPP's own prompting does) so the model knows the function name. HumanEval rows:
+first test (as MBPP's own prompting does) so the model knows the function name, and the names the
+reference ``code`` defines are the ones the tests may take from the solution. HumanEval rows:
 ``task_id``, ``prompt``, ``canonical_solution``, ``test`` (a ``check(candidate)`` function),
-``entry_point``. Tests run in :mod:`verifiers.code`'s sandbox and are judged outside it.
+``entry_point``; every assert of ``check`` counts (loops and property checks included), and the
+helpers ``check`` calls (``poly``, ``encode_cyclic``…) are the prompt's own, never the solution's.
+The tests run in a judge sandbox apart from the solution's (see docs/sandbox.md).
+
+Without bubblewrap the envs refuse to run (``preflight()`` says how to fix it); for development,
+``allow_weak_sandbox=True`` together with ``RLENV_ALLOW_WEAK_SANDBOX=1`` accepts the weak tier.
 """
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
 from typing import Optional
@@ -40,8 +47,34 @@ def mbpp_row(row: dict) -> dict:
     tests = list(row["test_list"])
     prompt = f"{row['text']}\nYour code should pass this test:\n{tests[0]}" if tests else row["text"]
     setup = row.get("test_setup_code") or ""
-    return {"prompt": prompt, "answer": tests, "id": f"mbpp/{row.get('task_id')}",
-            "target": fence(row["code"]) if row.get("code") else None, "code_prefix": setup}
+    used = {n.id for t in tests for n in _walk(t) if isinstance(n, ast.Name)}
+    entry = [name for name in _top_level_names(row.get("code") or "") if name in used]
+    return {"prompt": prompt, "answer": {"tests": tests, "entry_point": entry or None, "setup": setup},
+            "id": f"mbpp/{row.get('task_id')}", "target": fence(row["code"]) if row.get("code") else None,
+            "code_prefix": setup}
+
+
+def _walk(code: str) -> list:
+    try:
+        return list(ast.walk(ast.parse(code)))
+    except SyntaxError:
+        return []
+
+
+def _top_level_names(code: str) -> list:
+    """The functions and classes a reference solution defines (what the tests take from a solution)."""
+    return [n.name for n in _walk(code) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+
+
+def prompt_helpers(prompt: str, entry_point: str) -> str:
+    """HumanEval prompt minus the function to write: its imports and helper functions, prepended to
+    a completion so one that gives only the function still has ``List`` or ``poly``."""
+    try:
+        tree = ast.parse(prompt)
+    except SyntaxError:
+        return ""
+    tree.body = [s for s in tree.body if not (isinstance(s, ast.FunctionDef) and s.name == entry_point)]
+    return ast.unparse(tree)
 
 
 def humaneval_rows() -> list:
@@ -57,10 +90,14 @@ def humaneval_rows() -> list:
     tasks = []
     for line in gzip.decompress(raw).decode().splitlines():
         row = json.loads(line)
+        reference = row["prompt"] + row["canonical_solution"]
         tasks.append(rlenv.Task(
             prompt=f"Complete this function:\n```python\n{row['prompt']}```",
-            answer={"test": row["test"], "entry_point": row["entry_point"]},
-            info={"entry_point": row["entry_point"], "target": fence(row["prompt"] + row["canonical_solution"])},
+            # the judge runs `setup` before `check`: helpers such as poly/encode_cyclic and, where
+            # check compares against the function by name (HumanEval/33), the canonical solution
+            answer={"test": row["test"], "entry_point": row["entry_point"], "setup": reference},
+            info={"entry_point": row["entry_point"], "code_prefix": prompt_helpers(row["prompt"], row["entry_point"]),
+                  "target": fence(reference)},
             id=row["task_id"]))
     return tasks
 
@@ -83,10 +120,14 @@ def has_code_block(completion: str, task: rlenv.Task) -> float:
 
 def make_env(dataset: str = "mbpp", path: Optional[str] = None, hub: Optional[str] = None,
              config: Optional[str] = None, split: str = "test", mode: str = "all", timeout: float = 10.0,
-             memory_mb: int = 512, system_prompt: str = SYSTEM_PROMPT) -> SingleTurnEnv:
-    """Build the env. ``mode="fraction"`` gives partial credit per passed test."""
+             memory_mb: int = 512, system_prompt: str = SYSTEM_PROMPT, allow_weak_sandbox: bool = False,
+             strict_types: Optional[bool] = None) -> SingleTurnEnv:
+    """Build the env. ``mode="fraction"`` gives partial credit per passed test; ``strict_types=True``
+    compares types too (``True`` is not ``1``); ``allow_weak_sandbox`` see the module docstring."""
     source = code_source(dataset, path, hub, config, split)
-    rubric = Rubric([Component(CodeVerifier(mode=mode, timeout=timeout, memory_mb=memory_mb), 1.0, name="tests"),
+    verifier = CodeVerifier(mode=mode, timeout=timeout, memory_mb=memory_mb, allow_weak_sandbox=allow_weak_sandbox,
+                            strict_types=strict_types)
+    rubric = Rubric([Component(verifier, 1.0, name="tests"),
                      Component(has_code_block, 0.0, name="format")])
     return SingleTurnEnv(source, rubric, system_prompt=system_prompt)
 

@@ -39,10 +39,12 @@ class CodeFeedbackEnv(MultiTurnEnv):
 
 def make_env(dataset: str = "mbpp", path: Optional[str] = None, hub: Optional[str] = None,
              config: Optional[str] = None, split: str = "test", max_turns: int = 3, timeout: float = 10.0,
-             memory_mb: int = 512, system_prompt: str = SYSTEM_PROMPT) -> CodeFeedbackEnv:
-    """Build the env; ``max_turns`` attempts at most."""
+             memory_mb: int = 512, system_prompt: str = SYSTEM_PROMPT, allow_weak_sandbox: bool = False,
+             strict_types: Optional[bool] = None) -> CodeFeedbackEnv:
+    """Build the env; ``max_turns`` attempts at most (the other arguments as ``code-v0``'s)."""
     return CodeFeedbackEnv(code_source(dataset, path, hub, config, split),
-                           CodeVerifier(mode="all", timeout=timeout, memory_mb=memory_mb),
+                           CodeVerifier(mode="all", timeout=timeout, memory_mb=memory_mb,
+                                        allow_weak_sandbox=allow_weak_sandbox, strict_types=strict_types),
                            system_prompt=system_prompt, max_turns=max_turns)
 
 

@@ -89,24 +89,58 @@ def test_mbpp_asserts_fraction_and_all():
     assert "add('a', 'b') returned None" in rep.feedback
 
 
-def test_humaneval_check_candidate_with_tolerance_and_skipped_loop():
+def test_humaneval_check_candidate_counts_every_assert_including_loops():
     answer = {"test": "import math\nMETADATA = {}\n\ndef check(candidate):\n"
                       "    assert math.isclose(candidate(2), 1.4142135623730951)\n"
                       "    assert abs(candidate(9) - 3.0) < 1e-6\n"
-                      "    for i in range(3):\n        assert candidate(i * i) == i\n",
+                      "    for i in range(3):\n        assert candidate(i * i) == i\n"
+                      "    assert True, 'tests nothing: not counted'\n",
               "entry_point": "root"}
     rep = run_tests("def root(x):\n    return x ** 0.5\n", answer)
-    assert (rep.passed, rep.total, rep.skipped) == (2, 2, 1)
+    assert (rep.passed, rep.total, rep.skipped) == (3, 3, 1)
+    # right on the two spot checks, wrong inside the loop: the loop's assert fails
+    rep = run_tests("def root(x):\n    return x ** 0.5 if x in (2, 9) else 0\n", answer)
+    assert [o["passed"] for o in rep.outcomes] == [True, True, False]
+    assert "root(1) returned 0" in rep.outcomes[2]["message"]
 
 
-def test_helpers_and_locals_of_the_test_code_are_skipped_not_trusted():
-    answer = ("def poly(xs, x):\n    return sum(c * x ** i for i, c in enumerate(xs))\n\n"
-              "def check(candidate):\n    xs = [1, 2]\n    assert candidate(xs) == 3\n"
-              "    assert abs(poly([1, 1], candidate([0, 0]))) < 1e-6\n    assert candidate([1]) == 1\n")
-    cases, skipped = parse_tests({"test": answer, "entry_point": "total"})
-    assert [c.text for c in cases] == ["candidate([1]) == 1"] and skipped == 2
+def test_helpers_and_locals_of_the_test_code_are_the_judges_own():
+    answer = {"test": "def poly(xs, x):\n    return sum(c * x ** i for i, c in enumerate(xs))\n\n"
+                      "def check(candidate):\n    xs = [1, 2]\n    assert candidate(xs) == 3\n"
+                      "    assert abs(poly([1, 1], candidate([-1, 0]))) < 1e-6\n    assert candidate([1]) == 1\n",
+              "entry_point": "total"}
+    (suite,), skipped = parse_tests(answer)
+    assert suite.asserts == ("candidate(xs) == 3", "abs(poly([1, 1], candidate([-1, 0]))) < 1e-06",
+                             "candidate([1]) == 1") and skipped == 0
+    assert run_tests("def total(xs):\n    return sum(xs)\n", answer).passed == 3
+    # the solution's own `poly` is not the one the tests use
+    cheat = "def poly(*a):\n    return 0\ndef total(xs):\n    return {(1, 2): 3, (1,): 1}.get(tuple(xs), 99)\n"
+    assert [o["passed"] for o in run_tests(cheat, answer).outcomes] == [True, False, True]
     with pytest.raises(ValueError, match="entry_point"):
         parse_tests("def check(candidate):\n    assert candidate(1) == 1\n")
+
+
+def test_solution_objects_are_stand_ins_that_never_compare_equal():
+    tests = {"tests": ["assert max_chain([Pair(5, 24), Pair(15, 25), Pair(27, 40)], 3) == 2",
+                       "assert Solution().twice(4) == 8", "assert list(evens(5)) == [0, 2, 4]",
+                       "assert str(Pair(1, 2)) == 'Pair(1, 2)' and len(Pair(1, 2)) == 2",
+                       "assert math.isclose(area(1), 3.14159, rel_tol=1e-3)",  # MBPP leaves `math` unimported
+                       "assert Pair(1, 2) == Pair(1, 2)",  # two solution objects: their __eq__ is never asked
+                       "assert Pair(1, 2)"],  # nor their truth value
+             "entry_point": ["Pair", "max_chain", "Solution", "evens", "area"]}
+    src = ("import math\nclass Pair:\n    def __init__(self, a, b):\n        self.a, self.b = a, b\n"
+           "    def __eq__(self, o):\n        return True\n    def __bool__(self):\n        return True\n"
+           "    def __len__(self):\n        return 2\n    def __repr__(self):\n        return f'Pair({self.a}, {self.b})'\n"
+           "def max_chain(ps, n):\n    end, k = None, 0\n    for p in sorted(ps, key=lambda p: p.b):\n"
+           "        if end is None or p.a > end:\n            end, k = p.b, k + 1\n    return k\n"
+           "class Solution:\n    def twice(self, x):\n        return 2 * x\n"
+           "def evens(n):\n    yield from range(0, n, 2)\n"
+           "def area(r):\n    return math.pi * r * r\n")
+    rep = run_tests(src, tests)
+    assert [o["passed"] for o in rep.outcomes] == [True] * 5 + [False, False], rep.feedback
+    assert "no truth value" in rep.outcomes[6]["message"]
+    with pytest.raises(ValueError, match="entry_point=\\['f', 'g'\\]"):
+        parse_tests(["assert f(1) == g(1)"])  # two names from the solution: say which
 
 
 def test_apps_call_based_and_stdio_formats():
@@ -159,14 +193,19 @@ def test_task_info_entry_point_and_prefix():
                 info={"entry_point": "sort_it", "code_prefix": "from typing import List"}, id="he")
     r = CodeVerifier().score(fence("def sort_it(xs: List[int]) -> List[int]:\n    return sorted(xs)"), task)
     assert r.reward == 1.0, r
+    # `candidate` in plain asserts is the entry point too
+    loose = Task("x", answer=["assert candidate([2, 1]) == [1, 2]"], info={"entry_point": "sort_it"})
+    assert CodeVerifier().score(fence("def sort_it(xs):\n    return sorted(xs)"), loose).reward == 1.0
 
 
 def test_unreadable_tests_are_an_infrastructure_failure_not_a_zero():
     v = CodeVerifier()
     r = v.score(fence(ADD), Task("x", answer={"weird": 1}, id="bad"))
     assert r.failed and "unknown answer keys" in r.details["error"]
-    r = v.score(fence(ADD), Task("x", answer="for i in range(2):\n    assert add(i, 0) == i\n", id="loops"))
-    assert r.failed and "no runnable tests" in r.details["error"]
+    r = v.score(fence(ADD), Task("x", answer=["assert 1 + 1 == 2"], id="nothing"))
+    assert r.failed and "never use the solution" in r.details["error"]
+    r = v.score(fence(ADD), Task("x", answer=["assert add(1, 1) == true"], id="json-in-python"))
+    assert r.failed and "['true']" in r.details["error"] and "True" in r.details["error"]
 
 
 def test_score_batch_with_a_small_pool():
@@ -189,21 +228,6 @@ def test_extract_code_takes_the_last_python_fence():
     assert extract_code(text) == "B"
     assert extract_code("```\nonly\n```") == "only"
     assert extract_code("none") is None
-
-
-def test_fallback_tier_warns_and_still_limits(tmp_path):
-    # a fresh interpreter, forced to the rlimits tier as if bubblewrap were missing
-    code = ("import warnings, json\nwarnings.simplefilter('always')\n"
-            "with warnings.catch_warnings(record=True) as w:\n"
-            "    from verifiers.code import run_python, sandbox_tier\n"
-            "    tier = sandbox_tier()\n"
-            "r = run_python('print(2 + 2)')\nm = run_python('x = bytearray(50 * 1024 ** 3)', memory_mb=256)\n"
-            "print(json.dumps([tier, r.status, r.stdout, r.tier, m.status, [str(x.message) for x in w]]))")
-    env = dict(os.environ, RLENV_SANDBOX_TIER="rlimits")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
-    tier, status, stdout, res_tier, mem_status, warns = json.loads(out.stdout.strip().splitlines()[-1])
-    assert (tier, status, stdout, res_tier, mem_status) == ("rlimits", "ok", "4\n", "rlimits", "memory")
-    assert any("rlimits only" in w and "apt-get install bubblewrap" in w for w in warns)
 
 
 def test_the_sandbox_works_without_root():

@@ -13,13 +13,19 @@ import pytest
 from sandbox_helpers import mem_available_mb, processes_with, require_bwrap
 
 from rlenv import Task
-from verifiers.code import CodeVerifier, Limits, run_python
+from verifiers.code import CodeVerifier, Limits, run_python, run_tests
 
 pytestmark = pytest.mark.timeout(120)
 
-# A function test and a stdio test no attack program solves: an attack that "passes" either broke out.
+# One task per test format that no attack program solves: an attack that "passes" one broke out.
 FUNC_TASK = Task("Write double(x).", answer=["assert double(2) == 4", "assert double(-3) == -6"], id="double")
 STDIO_TASK = Task("Print the sum.", answer=[{"input": "2 3\n", "output": "5\n"}], id="sum")
+CHECK_TASK = Task("Write double(x).", id="check", info={"entry_point": "double"}, answer=(
+    "import random\n\ndef reference(x):\n    return 2 * x\n\ndef check(candidate):\n"
+    "    assert candidate(1) == 2\n    for _ in range(5):\n        x = random.randint(1, 99)\n"
+    "        assert candidate(x) == reference(x)\n        assert candidate(x) > 0 and isinstance(candidate(x), int)\n"))
+CALL_TASK = Task("Write double(x).", id="apps", answer='{"fn_name": "double", "inputs": [[2], [true]], "outputs": [[4], [2]]}')
+ALL_TASKS = (FUNC_TASK, STDIO_TASK, CHECK_TASK, CALL_TASK)
 
 
 @pytest.fixture(autouse=True)
@@ -27,10 +33,17 @@ def _real_sandbox():
     require_bwrap()
 
 
-def no_pass(source: str) -> None:
-    """The program, run as a solution to both tasks, earns nothing."""
+def test_the_attacked_tasks_are_solvable():
+    v = CodeVerifier(mode="fraction")
+    double = "```python\ndef double(x):\n    return 2 * x\n```"
+    assert [v.score(double, t).reward for t in (FUNC_TASK, CHECK_TASK, CALL_TASK)] == [1.0, 1.0, 1.0]
+    assert v.score("```python\nprint(sum(map(int, input().split())))\n```", STDIO_TASK).reward == 1.0
+
+
+def no_pass(source: str, tasks=(FUNC_TASK, STDIO_TASK)) -> None:
+    """The program, run as a solution to each task, earns nothing."""
     v = CodeVerifier(mode="fraction", limits=Limits(timeout=1.5, memory_mb=256))
-    for task in (FUNC_TASK, STDIO_TASK):
+    for task in tasks:
         r = v.score(f"```python\n{source}\n```", task)
         assert r.reward == 0.0 and not r.failed, (task.id, r)
 
@@ -237,26 +250,72 @@ def test_segfault_through_ctypes():
     no_pass(src)
 
 
-# --- fake-pass tricks: each must earn nothing --------------------------------------------------
+# --- fake-pass tricks: each must earn nothing, in every test format -----------------------------
 
 
 @pytest.mark.parametrize("trick", [
-    # exit(0) before the asserts could run
+    # exit(0) before the asserts could run, or during a call
     "import sys\nsys.exit(0)",
     "import os\nos._exit(0)",
     "def double(x):\n    import os\n    os._exit(0)",
-    # an answer that equals everything
+    "def double(x):\n    raise SystemExit(0)",
+    # an answer that equals everything, or is true, or claims to be an int
     "class Any:\n    def __eq__(self, other): return True\n    __hash__ = None\ndef double(x):\n    return Any()",
     "class Int(int):\n    def __eq__(self, other): return True\ndef double(x):\n    return Int(0)",
-    # patching the test machinery
+    "class Yes:\n    def __bool__(self): return True\n    def __eq__(self, o): return True\n"
+    "    __class__ = int\ndef double(x):\n    return Yes()",
+    # patching the test machinery: unittest, AssertionError, builtins, the harness it runs in
     "import builtins, unittest\nunittest.TestCase.assertEqual = lambda *a, **k: None\n"
     "builtins.AssertionError = type('Nope', (Exception,), {})\ndef double(x):\n    return 0",
+    "import builtins\nbuiltins.isinstance = lambda *a: True\nbuiltins.bool = lambda *a: True\n"
+    "builtins.abs = lambda *a: 0\ndef double(x):\n    return 0",
+    "import __main__, sys\nfor name in dir(__main__):\n    if 'ok' in name or 'fail' in name or name.startswith('_rlenv'):\n"
+    "        setattr(__main__, name, lambda *a, **k: None)\nsys.modules['random'] = None\n"
+    "def reference(x):\n    return 0\ndef check(candidate):\n    pass\ndef double(x):\n    return 0",
+    # output its judges cannot parse (json raises RecursionError): still a 0, never a masked sample
+    "import json, os\nfor fd in range(64):\n    try:\n        os.write(fd, b'[' * 300000 + b'\\n')\n"
+    "    except OSError:\n        pass\njson.dumps = lambda *a, **k: '[' * 300000\ndef double(x):\n    return 0",
     # claiming success on stdout / stderr
     "import sys\nprint('PASSED')\nprint('All tests passed', file=sys.stderr)\nprint('5')\nsys.exit(0)"
     "\ndef double(x):\n    return None",
 ])
 def test_fake_pass_tricks(trick):
-    no_pass(trick)
+    no_pass(trick, ALL_TASKS)
+
+
+def test_the_tests_and_expected_values_are_out_of_reach():
+    # the solution looks everywhere it can for the test code (a unique token in it) and for a way
+    # to the judge; it finds neither, and its forged "passed" records land nowhere that counts
+    token = secrets.token_hex(8)
+    task = Task("Write double(x).", id="hidden", info={"entry_point": "double"},
+                answer=f"def check(candidate):\n    assert candidate(21) == int('{token}', 16) * 0 + 42\n")
+    probe = f"""
+import glob, json, os
+found = []
+for path in glob.glob('/proc/*/cmdline') + glob.glob('/proc/*/environ') + glob.glob('/proc/*/fd/*') + glob.glob('/tmp/*'):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        data = os.read(fd, 1 << 20)
+        os.close(fd)
+    except OSError:
+        continue
+    if b'{token}' in data:
+        found.append(path)
+print('FOUND' if found else 'NOT FOUND', found)
+for fd in range(64):
+    for i in range(3):
+        try:
+            os.write(fd, (json.dumps({{"a": i, "ok": True}}) + "\\n").encode())
+            os.write(fd, (json.dumps({{"done": True}}) + "\\n").encode())
+        except OSError:
+            pass
+def double(x):
+    return 0
+"""
+    rep = run_tests(probe, task.answer, "double", limits=Limits(timeout=5))
+    assert rep.passed == 0 and "NOT FOUND []" in rep.runs[0].stdout, (rep.outcomes, rep.runs[0].stdout)
+    no_pass(probe, (CHECK_TASK, CALL_TASK, FUNC_TASK))
+    assert CodeVerifier().score(f"```python\n{probe}\n```", task).reward == 0.0
 
 
 def test_forged_result_records_with_the_real_nonce():

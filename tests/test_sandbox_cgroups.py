@@ -31,10 +31,11 @@ def test_sequential_runs_reuse_one_slot():
 
 
 def test_concurrent_runs_get_a_slot_each_and_no_more():
+    before = len(_slots())  # earlier tests in this process may have made some (a judged run uses two)
     with cf.ThreadPoolExecutor(4) as ex:
         out = list(ex.map(lambda i: run_python(f"import time; time.sleep(0.2); print({i})"), range(12)))
     assert [r.stdout.strip() for r in out] == [str(i) for i in range(12)]
-    assert len(_slots()) <= 4 + 1  # + the slot the sequential test may have made
+    assert len(_slots()) <= max(before, 4 + 1)  # free slots are reused; + the slot the sequential test may have made
 
 
 def test_limits_are_per_run_on_a_reused_slot():

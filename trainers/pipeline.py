@@ -116,6 +116,7 @@ def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] 
         env = curriculum.make_env()  # offline stages (sft, rm, dpo) use the first level
     else:
         env = rlenv.make(spec.env.id, **spec.env.kwargs)
+    getattr(env, "preflight", lambda: None)()  # e.g. a code env without a sandbox: stop before any stage
     model = spec.model.path
     reward_model: Optional[str] = None
     results = []

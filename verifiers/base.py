@@ -68,6 +68,15 @@ class VerifyResult:
         return cls(0.0, FAILED, {"error": error})
 
 
+class PreflightError(RuntimeError):
+    """A verifier cannot run safely on this machine (e.g. the code sandbox has no isolation here).
+
+    Raised by a verifier's optional ``preflight()`` — which ``Rubric.preflight()`` and the envs call,
+    and ``rlenv train`` / ``rlenv eval`` before the first step — so a run stops at once with one
+    message naming the fix instead of masking every sample.
+    """
+
+
 @runtime_checkable
 class Verifier(Protocol):
     """A class-style verifier. ``score_batch`` and ``score_group`` are optional."""

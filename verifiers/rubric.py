@@ -167,6 +167,14 @@ class Rubric:
         """Component names, in order."""
         return [c.name for c in self.components]
 
+    def preflight(self) -> None:
+        """Before a run's first step, let each verifier that has a ``preflight()`` check it can work
+        here (the code sandbox: that isolation is available); raises its ``PreflightError``."""
+        for c in self.components:
+            check = getattr(c.verifier, "preflight", None)
+            if callable(check):
+                check()
+
     def _limit(self, c: Component) -> Optional[float]:
         if c.timeout is not None:
             return c.timeout

@@ -7,7 +7,8 @@ otherwise pay hundreds of milliseconds per ``fork``):
     [sh: join the run's cgroups] → setpriv (uid, parent-death signal) → bwrap (namespaces,
     read-only root, tmpfs scratch) → sh (PID 1: sets the rlimits, reaps) → python
 
-The rlimits tier runs ``prlimit → unshare --net → setpriv → python`` instead. ``prlimit``,
+The weak rlimits tier (only on explicit opt-in, see :func:`require_isolation`) runs
+``prlimit → unshare --net → setpriv → python (Landlock boot, see _landlock.py) → python`` instead. ``prlimit``,
 ``setpriv`` and ``unshare`` are util-linux (in every Debian/Ubuntu base system).
 """
 
@@ -15,21 +16,30 @@ from __future__ import annotations
 
 import collections
 import functools
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
-import warnings
 from typing import Optional, Sequence
+
+from . import _landlock
+from ..base import PreflightError
 
 _lock = threading.Lock()
 _tier: Optional[str] = None
+_why_not = ""
+_weak_checked = False
 NOGROUP = 65534
+WEAK_ENV = "RLENV_ALLOW_WEAK_SANDBOX"
+log = logging.getLogger("verifiers.code")
 
 
-class SandboxWarning(RuntimeWarning):
-    """The sandbox runs in a weaker tier than bubblewrap (printed once per process)."""
+class SandboxUnavailable(PreflightError):
+    """No isolation this run accepts works here. The message names the fix: install bubblewrap, or
+    opt in to the weak tier explicitly (a parameter and an environment variable)."""
 
 
 def _world_executable(path: str) -> bool:
@@ -79,27 +89,24 @@ def tool(name: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _which(name: str) -> Optional[str]:
+    if name == "bwrap":  # found on PATH like any command, so hiding it from PATH hides the tier
+        return shutil.which("bwrap")
     return shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin")
 
 
 def sandbox_tier() -> str:
-    """``bwrap`` when bubblewrap works here, else ``rlimits`` (warns once). Probed once per process;
-    ``RLENV_SANDBOX_TIER=rlimits`` forces the fallback."""
-    global _tier
+    """The strongest tier this machine offers: ``bwrap`` when bubblewrap works here, else
+    ``rlimits`` — which runs untrusted code only when explicitly allowed (see
+    :func:`require_isolation`). Probed once per process; ``RLENV_SANDBOX_TIER=rlimits`` hides
+    bubblewrap (to try the refusal and the weak tier on a machine that has it)."""
+    global _tier, _why_not
     with _lock:
         if _tier is None:
-            forced = os.environ.get("RLENV_SANDBOX_TIER")
-            _tier = forced if forced in ("bwrap", "rlimits") else ("bwrap" if _bwrap_works() else "rlimits")
-            if _tier != "bwrap":
-                warnings.warn(
-                    f"verifiers.code: {_why_not or 'the rlimits tier was forced'}, so untrusted code runs with "
-                    "rlimits only — "
-                    "it can read host files. Install bubblewrap with `apt-get install bubblewrap` "
-                    "(see .ci/install-sandbox.sh and docs/sandbox.md).", SandboxWarning, stacklevel=3)
+            if os.environ.get("RLENV_SANDBOX_TIER") == "rlimits":
+                _tier, _why_not = "rlimits", "RLENV_SANDBOX_TIER=rlimits hides bubblewrap"
+            else:
+                _tier = "bwrap" if _bwrap_works() else "rlimits"
         return _tier
-
-
-_why_not = ""
 
 
 def why_not_bwrap() -> str:
@@ -108,10 +115,79 @@ def why_not_bwrap() -> str:
     return _why_not
 
 
+def weak_allowed(allow_weak: bool) -> bool:
+    """True when the caller asked for the weak tier AND the environment variable agrees."""
+    return bool(allow_weak) and os.environ.get(WEAK_ENV, "") == "1"
+
+
+def require_isolation(allow_weak: bool = False) -> str:
+    """The tier untrusted code will run in here, or :class:`SandboxUnavailable` (one clear error
+    naming the fix) when none this caller accepts works.
+
+    ``bwrap`` whenever bubblewrap works. Otherwise the weak ``rlimits`` tier only when asked for twice:
+    ``allow_weak=True`` (a parameter, e.g. ``CodeVerifier(allow_weak_sandbox=True)``) AND the
+    environment variable ``RLENV_ALLOW_WEAK_SANDBOX=1``; its first use logs a warning saying what it
+    does not protect.
+    """
+    if sandbox_tier() == "bwrap":
+        return "bwrap"
+    if not weak_allowed(allow_weak):
+        missing = [m for m, ok in (("the parameter allow_weak_sandbox=True", allow_weak),
+                                   (f"the environment variable {WEAK_ENV}=1", os.environ.get(WEAK_ENV, "") == "1"))
+                   if not ok]
+        raise SandboxUnavailable(
+            f"verifiers.code refuses to run untrusted code: no isolating sandbox works here ({_why_not}). "
+            "Fix: install bubblewrap — `sudo bash .ci/install-sandbox.sh` (or `apt-get install bubblewrap`). "
+            "For development only, the weaker rlimits tier runs if you ask for it with both "
+            f"allow_weak_sandbox=True (a code env's kwarg, or Limits(allow_weak_sandbox=True)) and {WEAK_ENV}=1 "
+            f"(missing: {' and '.join(missing)}); see docs/sandbox.md")
+    _check_weak_tier()
+    return "rlimits"
+
+
+def _check_weak_tier() -> None:
+    """Start the weak tier once (it must work too, or refuse) and log, once, what it does not protect."""
+    global _weak_checked
+    with _lock:
+        if _weak_checked:
+            return
+        scratch = tempfile.mkdtemp(prefix="rlenv-probe-")
+        slot = UidSlot()
+        try:
+            if slot.uid is not None:
+                os.chown(scratch, slot.uid, NOGROUP)
+            cmd = chain("rlimits", find_python(), ["-c", "pass"], limits=None, uid=slot.uid, cgroup_procs=(),
+                        scratch=scratch)
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=scratch)
+            err = "" if p.returncode == 0 else p.stderr.strip()[-300:] or f"exit code {p.returncode}"
+        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+            err = str(e)
+        finally:
+            slot.release()
+            shutil.rmtree(scratch, ignore_errors=True)
+        if err:
+            raise SandboxUnavailable(f"verifiers.code: the weak rlimits tier was allowed but cannot start here "
+                                     f"either ({err}); install bubblewrap: `sudo bash .ci/install-sandbox.sh`")
+        text = (f"verifiers.code: untrusted code runs in the WEAK rlimits tier, as explicitly allowed "
+                f"(allow_weak_sandbox=True and {WEAK_ENV}=1), because {_why_not}. It has no PID, mount or IPC "
+                f"namespace; {_landlock.describe()}. Use it for development only; install bubblewrap "
+                "(.ci/install-sandbox.sh) for training on untrusted code. See docs/sandbox.md.")
+        log.warning(text)
+        _weak_checked = True
+
+
+def forget_probe() -> None:
+    """Probe the tiers again on next use (after installing bubblewrap, or in tests that hide it)."""
+    global _tier, _why_not, _weak_checked
+    with _lock:
+        _tier, _why_not, _weak_checked = None, "", False
+    _which.cache_clear()
+
+
 def _bwrap_works() -> bool:
     global _why_not
-    if not shutil.which("bwrap"):
-        _why_not = "bubblewrap is not installed"
+    if not _which("bwrap"):
+        _why_not = "bubblewrap (`bwrap`) is not installed or not on PATH"
         return False
     slot = UidSlot()
     try:
@@ -191,8 +267,9 @@ def _prlimit(limits, uid: Optional[int]) -> list:
 
 
 def chain(tier: str, python: str, argv: Sequence[str], limits, uid: Optional[int], cgroup_procs: Sequence[str],
-          status_fd: Optional[int] = None) -> list:
-    """The full command line of one run (see the module docstring)."""
+          status_fd: Optional[int] = None, scratch: Optional[str] = None) -> list:
+    """The full command line of one run (see the module docstring). The rlimits tier needs the run's
+    ``scratch`` dir: its Landlock fence lets the program write only there."""
     cmd: list = []
     if cgroup_procs:
         cmd += ["/bin/sh", "-c", _JOIN_SH, "sh", str(len(cgroup_procs)), *cgroup_procs]
@@ -216,6 +293,10 @@ def chain(tier: str, python: str, argv: Sequence[str], limits, uid: Optional[int
         # orphaned (its monitor exits on an eventfd without reaping it), and a program that is PID 1
         # itself ignores SIGXCPU and even the RLIMIT_CPU SIGKILL. The "; exit" keeps sh from exec'ing.
         cmd += ["/bin/sh", "-c", script or '"$@"; exit $?', "sh"]
+    elif tier == "rlimits":
+        if scratch is None:
+            raise RuntimeError("verifiers.code: the rlimits tier needs the run's scratch dir")
+        cmd += _landlock.boot_argv(python, -1 if status_fd is None else status_fd, scratch)
     return cmd + [python, *argv]
 
 

@@ -2,7 +2,8 @@
 
 Each run is still its own fresh sandbox (:func:`verifiers.code.sandbox.run_argv`); the pool only
 bounds how many exist at the same time, so a batch of memory bombs cannot take the host's memory
-(N × ``memory_mb`` at most) and the CPUs are shared fairly.
+(N × ``memory_mb`` at most, 2N × for assert-style tests, whose slot holds a solution and its judge)
+and the CPUs are shared fairly.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import threading
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from .sandbox import ExecResult, Limits, run_argv, run_python
 
@@ -47,6 +48,11 @@ class SandboxPool:
                     channel: bool = False) -> "cf.Future[ExecResult]":
         """Queue a lower-level run (see :func:`verifiers.code.sandbox.run_argv`)."""
         return self._ex.submit(run_argv, list(argv), stdin, limits, channel)
+
+    def submit_call(self, fn: Callable, *args) -> cf.Future:
+        """Queue ``fn(*args)`` on one of the pool's slots (a run that starts linked sandboxes itself,
+        such as a solution and its judge: the pair holds one slot, so it can never wait on itself)."""
+        return self._ex.submit(fn, *args)
 
     def map(self, sources: Iterable[str], stdins: Optional[Iterable[str]] = None,
             limits: Optional[Limits] = None) -> list[ExecResult]:

@@ -7,9 +7,11 @@ The sandbox, in the strongest tier this machine allows (see docs/sandbox.md for 
   size-capped tmpfs at ``/tmp`` as its scratch and working directory, its own ``/proc``. The
   program is PID 1 of its namespace: when it ends, the kernel kills every process left in it, so
   no daemon survives.
-* ``rlimits`` — the fallback when bubblewrap is missing (a :class:`SandboxWarning` says so): the
-  same resource limits, a dedicated uid and a fresh (empty) network namespace, but the program
-  sees the host's files (it can write only where that uid may) and leftovers are killed by uid.
+* ``rlimits`` — runs only when explicitly allowed (``Limits(allow_weak_sandbox=True)`` AND
+  ``RLENV_ALLOW_WEAK_SANDBOX=1``); without bubblewrap and that opt-in every run raises
+  :class:`SandboxUnavailable` naming the fix. The same resource limits, a dedicated uid (as root),
+  a fresh network namespace and a Landlock fence (writes only in its scratch dir, reads only in the
+  system directories), but no PID or mount namespace; leftovers are killed by uid and session.
 
 Both tiers add: rlimits (address space, CPU seconds, processes, file size, open files, no core
 dumps), a scrubbed environment, stdout/stderr read with a hard cap (the run is killed past it),
@@ -30,9 +32,12 @@ import time
 from typing import Optional, Sequence
 
 from . import _cgroup
-from ._launch import NOGROUP, SandboxWarning, UidSlot, chain, find_python, kill_uid, sandbox_tier
+from ._landlock import START_MARKER
+from ._launch import (NOGROUP, SandboxUnavailable, UidSlot, chain, find_python, kill_uid, require_isolation,
+                      sandbox_tier)
 
-__all__ = ["ExecResult", "Limits", "SandboxWarning", "find_python", "run_argv", "run_python", "sandbox_tier"]
+__all__ = ["ExecResult", "Limits", "SandboxUnavailable", "find_python", "require_isolation",
+           "run_argv", "run_python", "sandbox_tier"]
 
 OK, ERROR, TIMEOUT, MEMORY, KILLED = "ok", "error", "timeout", "memory", "killed"
 _MAX_SOURCE = 120_000  # one argv string may hold 128 KiB on Linux
@@ -40,7 +45,11 @@ _MAX_SOURCE = 120_000  # one argv string may hold 128 KiB on Linux
 
 @dataclasses.dataclass
 class Limits:
-    """Resource limits of one run. ``cpu_seconds`` defaults to the wall ``timeout`` (rounded up)."""
+    """Resource limits of one run. ``cpu_seconds`` defaults to the wall ``timeout`` (rounded up).
+
+    ``allow_weak_sandbox=True`` accepts the weak rlimits tier where bubblewrap does not work — it
+    takes effect only when ``RLENV_ALLOW_WEAK_SANDBOX=1`` is set too (see docs/sandbox.md).
+    """
 
     timeout: float = 10.0
     memory_mb: int = 512
@@ -49,6 +58,7 @@ class Limits:
     max_file_mb: int = 16  # the largest file, and the size of the scratch tmpfs
     max_output_bytes: int = 1 << 20  # per stream (stdout, stderr, the result channel)
     max_open_files: int = 256
+    allow_weak_sandbox: bool = False
 
     def __post_init__(self):
         for name in ("timeout", "memory_mb", "max_processes", "max_file_mb", "max_output_bytes"):
@@ -96,14 +106,25 @@ _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp"
 
 
 def run_argv(argv: Sequence[str], stdin: str | bytes = "", limits: Optional[Limits] = None,
-             channel: bool = False, python: Optional[str] = None) -> ExecResult:
+             channel: bool = False, python: Optional[str] = None, pass_fds: Sequence[int] = ()) -> ExecResult:
     """Run ``python <argv…>`` in the sandbox (the lower-level door :func:`run_python` and the test
     runner use). With ``channel=True`` the child gets a result pipe whose fd number replaces the
-    literal ``{fd}`` in ``argv``; what it writes there comes back in ``ExecResult.channel``."""
+    literal ``{fd}`` in ``argv``; what it writes there comes back in ``ExecResult.channel``.
+    ``pass_fds`` are handed to the child as they are (pipes to another sandbox) and closed here once
+    it has started or failed to.
+
+    Raises :class:`SandboxUnavailable` when no isolation this caller accepts works here.
+    """
     limits = limits or Limits()
-    tier = sandbox_tier()
+    own = list(pass_fds)
+    try:
+        tier = require_isolation(limits.allow_weak_sandbox)
+    except SandboxUnavailable:
+        _close(own)
+        raise
     python = python or find_python()
     if not os.access(python, os.X_OK):
+        _close(own)
         return ExecResult(KILLED, reason=f"sandbox failed to start: interpreter {python} is not executable",
                           tier=tier, sandbox_error=True)
     group, slot, scratch, fds, proc = None, UidSlot(), None, {}, None
@@ -114,8 +135,7 @@ def run_argv(argv: Sequence[str], stdin: str | bytes = "", limits: Optional[Limi
         if channel:
             fds["channel"] = os.pipe()
             argv = [a.replace("{fd}", str(fds["channel"][1])) for a in argv]
-        if tier == "bwrap":
-            fds["status"] = os.pipe()
+        fds["status"] = os.pipe()  # bwrap reports the exit there; the weak tier's boot its start
         cwd = None
         if tier == "rlimits":  # no private tmpfs: a fresh directory owned by the run's uid
             scratch = tempfile.mkdtemp(prefix="rlenv-sbx-")
@@ -123,16 +143,17 @@ def run_argv(argv: Sequence[str], stdin: str | bytes = "", limits: Optional[Limi
                 os.chown(scratch, slot.uid, NOGROUP)
             cwd = scratch
         env = dict(_ENV, HOME=scratch or "/tmp", TMPDIR=scratch or "/tmp")
-        status_fd = fds["status"][1] if "status" in fds else None
         per_thread = group is not None and group.per_thread
         cmd = chain(tier, python, argv, limits, slot.uid, group.procs_paths if group and not per_thread else (),
-                    status_fd)
+                    fds["status"][1], scratch)
         start = time.monotonic()
         def spawn() -> subprocess.Popen:
             return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    env=env, cwd=cwd, close_fds=True, pass_fds=tuple(w for _, w in fds.values()),
-                                    start_new_session=True)
+                                    env=env, cwd=cwd, close_fds=True,
+                                    pass_fds=tuple(w for _, w in fds.values()) + tuple(own), start_new_session=True)
         proc = group.spawn(spawn) if per_thread else spawn()
+        _close(own)  # the child has its copies; ours would keep the other side from seeing it end
+        own = []
         for name, (r, w) in fds.items():
             os.close(w)
             fds[name] = (r, -1)
@@ -151,6 +172,7 @@ def run_argv(argv: Sequence[str], stdin: str | bytes = "", limits: Optional[Limi
                 pass
         return ExecResult(KILLED, reason=f"sandbox failed to start: {e}", tier=tier, sandbox_error=True)
     finally:
+        _close(own)
         for r, w in fds.values():
             for fd in (r, w):
                 if fd >= 0:
@@ -160,6 +182,14 @@ def run_argv(argv: Sequence[str], stdin: str | bytes = "", limits: Optional[Limi
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         slot.release()
+
+
+def _close(fds: Sequence[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _collect(proc: subprocess.Popen, data: bytes, limits: Limits, extra: dict, start: float) -> tuple:
@@ -275,8 +305,9 @@ def _finish(proc: subprocess.Popen, tier: str, slot: UidSlot, group, res: ExecRe
     res.exit_code = 128 + sig if sig else code
     if res.status != OK:
         return
-    if tier == "bwrap" and b'"exit-code"' not in bwrap_status:
-        # bwrap never reported the program's exit: the sandbox itself failed to start
+    if (tier == "bwrap" and b'"exit-code"' not in bwrap_status) or (tier == "rlimits" and START_MARKER not in bwrap_status):
+        # bwrap never reported the program's exit (or the weak tier's boot never started it): the
+        # sandbox itself failed to start
         res.status, res.sandbox_error = KILLED, True
         res.reason = "sandbox failed to start: " + (_tail(res.stderr, 3) or f"exit code {code}")
         return
@@ -301,7 +332,7 @@ def _memory_error(stderr: str) -> bool:
 
 
 def run_python(source: str, stdin: str | bytes = "", timeout: float = 10.0, memory_mb: int = 512,
-               limits: Optional[Limits] = None) -> ExecResult:
+               limits: Optional[Limits] = None, allow_weak_sandbox: bool = False) -> ExecResult:
     """Run ``source`` as a Python program in a fresh sandboxed process and return what happened.
 
     Args:
@@ -310,12 +341,18 @@ def run_python(source: str, stdin: str | bytes = "", timeout: float = 10.0, memo
         timeout: wall-clock seconds; the CPU limit is the same number rounded up.
         memory_mb: the address-space (and, where cgroups work, the total memory) limit.
         limits: full :class:`Limits`; when given, ``timeout`` and ``memory_mb`` are ignored.
+        allow_weak_sandbox: accept the weak rlimits tier where bubblewrap does not work; it takes
+            effect only with ``RLENV_ALLOW_WEAK_SANDBOX=1`` set too, and is logged.
 
-    Never raises on anything the program does; the status says how it ended.
+    Never raises on anything the program does; the status says how it ended. Raises
+    :class:`SandboxUnavailable` (naming the fix) when no isolation it accepts works here — untrusted
+    code is never run unisolated by default.
     """
     if not isinstance(source, str):
         raise TypeError(f"run_python: source must be a str, got {type(source).__name__}")
     limits = limits or Limits(timeout=timeout, memory_mb=memory_mb)
+    if allow_weak_sandbox and not limits.allow_weak_sandbox:
+        limits = dataclasses.replace(limits, allow_weak_sandbox=True)
     if len(source.encode("utf-8", "replace")) > _MAX_SOURCE:
         return ExecResult(ERROR, reason=f"source is larger than {_MAX_SOURCE} bytes; not run", exit_code=None)
     if "\x00" in source:
