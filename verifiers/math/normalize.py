@@ -32,7 +32,7 @@ _RENAME = (
 )
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree|\^\s*\{\s*\\text\{o\}\s*\}")
 _PERCENT = re.compile(r"\\%|%|\s(?:percent(?:age)?|pct)\b")
-_THOUSANDS = re.compile(r"(?<![\d.(\[{,])(\d{1,3})((?:,\d{3})+)(?![\d,])")
+_THOUSANDS = re.compile(r"(?<![\d.(\[{,])([1-9]\d{0,2})((?:,\d{3})+)(?![\d,])")
 _THIN_THOUSANDS = re.compile(r"(?<=\d)\s?\{\s?,\s?\}\s?(?=\d{3})|(?<=\d),\\!(?=\s?\d{3})")
 _SPACE_THOUSANDS = re.compile(r"(?<![\d.,])(\d{1,3})((?: \d{3})+)(?![\d.,])")
 _MIXED_TEXT = re.compile(r"(?<![\w.,/^{])([+-]?)(\d{1,3}(?: \d{3})+|\d+) (\d+)/(\d+)(?![\w/.^])")
