@@ -77,15 +77,14 @@ def _answers(gold: Any, pred: Any) -> tuple:
     """Both final answers; when one is a choice letter (``C``), the other is read as a choice too
     (``"C. Because …"``, ``"(c)"``) if its plain reading is not already one."""
     g, p = _answer(gold), _answer(pred)
-    if g and p:
-        try:
-            gc, pc = is_choice(normalize(g)), is_choice(normalize(p))
-            if gc and not pc:
-                p = extract_choice(_text_of(pred)) or p
-            elif pc and not gc:
-                g = extract_choice(_text_of(gold)) or g
-        except Exception:  # noqa: BLE001 - never raise on any string
-            pass
+    try:
+        gc, pc = bool(g) and is_choice(normalize(g)), bool(p) and is_choice(normalize(p))
+        if gc and not pc:
+            p = extract_choice(_text_of(pred)) or p
+        elif pc and not gc:
+            g = extract_choice(_text_of(gold)) or g
+    except Exception:  # noqa: BLE001 - never raise on any string
+        pass
     return g, p
 
 

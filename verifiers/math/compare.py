@@ -108,7 +108,10 @@ def equal(a, b, opt=DEFAULT) -> bool:
         va, vb = _value(a), _value(b)
         return (va is not a or vb is not b) and equal(va, vb, opt)
     if ka in ("list", "set") or kb in ("list", "set"):
-        return _collection_equal(a, b, opt)
+        if _collection_equal(a, b, opt):
+            return True
+        # x < 1 or x > 2 against (-∞, 1) ∪ (2, ∞): a list of conditions is their union
+        return "union" in (ka, kb) and _set_like(a) and _set_like(b) and _real_sets_equal(a, b, opt)
     if ka == "tuple" and kb == "tuple":
         return len(a[1]) == len(b[1]) and all(equal(x, y, opt) for x, y in zip(a[1], b[1]))
     if "tuple" in (ka, kb) and "interval" in (ka, kb):  # (a, b) may be an open interval
@@ -120,7 +123,7 @@ def equal(a, b, opt=DEFAULT) -> bool:
         return True
     if ka == "rel" and kb == "rel" and _relations_equal(a, b, opt):
         return True
-    if ka in _SET_LIKE and kb in _SET_LIKE:
+    if _set_like(a) and _set_like(b) and (ka in _SET_LIKE or kb in _SET_LIKE):
         return _real_sets_equal(a, b, opt)
     if ka == "expr" and kb == "expr":
         return expr_equal(a[1], b[1], opt)
@@ -165,6 +168,15 @@ def _definitions_equal(a, b, opt) -> bool:
 _SET_LIKE = {"interval", "union", "chain", "rel"}
 
 
+def _set_like(node) -> bool:
+    """An interval, union, inequality, an open interval written as a pair ``(a, b)``, or a list of these."""
+    if node[0] in _SET_LIKE:
+        return True
+    if node[0] == "tuple":
+        return len(node[1]) == 2
+    return node[0] == "list" and bool(node[1]) and all(x[0] in _SET_LIKE for x in node[1])
+
+
 def _real_set(node):
     """The set of real numbers an interval, a union or a one-variable inequality describes (or None)."""
     kind = node[0]
@@ -173,7 +185,9 @@ def _real_set(node):
         if lo[0] != "expr" or hi[0] != "expr" or lo[1].free_symbols or hi[1].free_symbols:
             return None
         return sp.Interval(lo[1], hi[1], not node[3], not node[4])
-    if kind == "union":
+    if kind == "tuple" and len(node[1]) == 2:
+        return _real_set(("interval", node[1][0], node[1][1], False, False))
+    if kind in ("union", "list"):
         parts = [_real_set(p) for p in node[1]]
         return None if any(p is None for p in parts) else sp.Union(*parts)
     if kind == "chain":

@@ -20,7 +20,8 @@ from .normalize import _UNIT_WORDS
 # what may sit between two boxes that belong to one answer: punctuation, "and", spacing, $
 _BOX_GAP = re.compile(r"\s|[,;.$&]|\\\]|\\\[|\\\)|\\\(|\\quad|\\qquad|\\text\{|\}|\\,|\band\b|\bor\b"
                       r"|[a-zA-Z](?:_\{?\w+\}?)?\s*=")  # "\boxed{1} and \( y_2 = \boxed{2}"
-_PHRASE = re.compile(r"(?:final answer is|answer is|final answer:|answer:)\s*", re.IGNORECASE)
+_PHRASE = re.compile(r"(?:final answer is|answer is|final answer:|answer:)\s*:?\s*", re.IGNORECASE)
+_EMPHASIS = re.compile(r"\*\*|__")  # markdown bold: "**Answer:** 42"
 _MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|(?<!\\)\$((?:[^$\n]|\\\$)+?)(?<!\\)\$|\\\((.+?)\\\)", re.DOTALL)
 _PROSE = re.compile(r"[A-Za-z]{2,}")
 _ALLOWED_WORDS = {"and", "or", "text", "frac", "dfrac", "tfrac", "sqrt", "pi", "infty", "left", "right", "cdot",
@@ -41,7 +42,7 @@ _NUMBER = re.compile(r"[-−]?(?:\d+,\d{1,2}(?![\d,])|\d{4,},\d+(?![\d,])|0,\d+(
                      r"|" + _NUM)
 _CHOICE = re.compile(r"[A-J]")
 _LEADING_CHOICE = re.compile(r"^\s*(?:\*\*|\()?\s*([A-J])\s*(?:\*\*|\))?\s*(?:[.):,]|$)")
-_STANDALONE = re.compile(r"(?<![\w\\{_^$'])([A-J])(?![\w}_^'$])(?! [a-z])")
+_STANDALONE = re.compile(r"(?<![\w\\{_^$'])([A-J])(?![\w}_^'$])(?<!A(?= [a-z]))")  # "A cat" is an article
 
 
 def _box_spans(text: str, last: int = 20) -> list[tuple[int, int, str]]:
@@ -213,7 +214,7 @@ def extract_answer(text: str) -> Optional[str]:
     """
     if not isinstance(text, str) or not text.strip():
         return None
-    text = text[-MAX_TEXT:]
+    text = _EMPHASIS.sub("", text[-MAX_TEXT:])
     ans = _boxed_answer(text) or parse_tag(text, "answer") or (parse_gsm8k(text) if "####" in text else None)
     if ans:
         # "... \boxed{255} ... The final answer is $10,455$": a stated final answer after the last box wins

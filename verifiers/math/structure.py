@@ -107,6 +107,8 @@ def parse_item(s: str):
     s = s.strip()
     if not s:
         raise ParseError("empty answer")
+    if s in ("\\emptyset", "\\lset \\rset", "\\lset\\rset"):
+        return ("set", ())
     if "\\cup" in s:
         parts = [p for p, _ in _top_level_split(s, re.compile(r"\\cup"))]
         if len(parts) > 1:
