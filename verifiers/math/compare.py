@@ -95,8 +95,8 @@ def equal(a, b, opt=DEFAULT) -> bool:
     """Equivalence of two answer nodes (see the module docstring)."""
     a, b = _unwrap(a), _unwrap(b)
     ka, kb = a[0], b[0]
-    if ka == "pct" or kb == "pct":
-        return _percent_equal(a, b, opt)
+    if ka in ("pct", "deg") or kb in ("pct", "deg"):
+        return _unit_equal(a, b, opt)
     if ka == "dcomma" or kb == "dcomma":
         d, o = (a, b) if ka == "dcomma" else (b, a)
         return equal(d[1], o, opt) or (_single_number(o) and equal(d[2], o, opt))
@@ -138,16 +138,22 @@ def equal(a, b, opt=DEFAULT) -> bool:
 
 
 def _single_number(node) -> bool:
-    return node[0] == "pct" or (node[0] == "expr" and not isinstance(node[1], sp.MatrixBase)
+    return node[0] in _SCALE or (node[0] == "expr" and not isinstance(node[1], sp.MatrixBase)
                                 and node[1].is_number)
 
 
-def _percent_equal(a, b, opt) -> bool:
-    """``28\\%`` is 28 and 0.28; two percentages compare their numbers."""
-    p, o = (a, b) if a[0] == "pct" else (b, a)
-    if o[0] == "pct":
+_SCALE = {"pct": sp.Rational(1, 100), "deg": sp.pi / 180}
+
+
+def _unit_equal(a, b, opt) -> bool:
+    """``28\\%`` is 28 and 0.28; ``45°`` is 45 and π/4. Two numbers with the same mark compare as
+    numbers; a percentage and an angle never match."""
+    p, o = (a, b) if a[0] in _SCALE else (b, a)
+    if o[0] == p[0]:
         return equal(p[1], o[1], opt)
-    return equal(p[1], o, opt) or equal(("expr", p[1][1] / 100), o, opt)
+    if o[0] in _SCALE:
+        return False
+    return equal(p[1], o, opt) or equal(("expr", p[1][1] * _SCALE[p[0]]), o, opt)
 
 
 def _definitions_equal(a, b, opt) -> bool:
@@ -260,7 +266,11 @@ def _collection_equal(a, b, opt) -> bool:
         items_a = a[1] if ka in ("list", "set", "tuple") else (a,)
         items_b = b[1] if kb in ("list", "set", "tuple") else (b,)
         if "set" not in (ka, kb):
-            return len(items_a) == len(items_b) and all(equal(x, y, opt) for x, y in zip(items_a, items_b))
+            if len(items_a) == len(items_b) and all(equal(x, y, opt) for x, y in zip(items_a, items_b)):
+                return True
+            # or the tuple is one item of the list: (1, 2) vs (1, 2), (1, 2)
+            items_a, items_b = ((a,) if ka == "tuple" else items_a), ((b,) if kb == "tuple" else items_b)
+            return len(items_a) != len(items_b) and _match_all(_dedupe(items_a, opt), _dedupe(items_b, opt), opt)
         return _match_all(_dedupe(items_a, opt), _dedupe(items_b, opt), opt)
     items_a = tuple(_value(x) for x in a[1]) if ka in ("list", "set") else (a,)
     items_b = tuple(_value(x) for x in b[1]) if kb in ("list", "set") else (b,)
@@ -431,3 +441,16 @@ def _random_points_equal(a, b, symbols, tol) -> bool:
             return False
         agreed += 1
     return agreed >= 2
+
+
+def _warm_up() -> None:
+    """Solve one inequality at import: sympy's solver spends ~0.3 s on its first call (caches), which
+    the pool's workers inherit when they fork instead of each paying it inside a timed comparison."""
+    try:
+        x = sp.Symbol("x")
+        _solve_real(sp.Lt(sp.Abs(x - 1), 2), x)
+    except Exception:  # noqa: BLE001 - a warm-up must never stop the import
+        pass
+
+
+_warm_up()

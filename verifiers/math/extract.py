@@ -38,8 +38,8 @@ _UNITS = re.compile(r"^(?:" + _UNIT_WORDS + r"|percent|percentage|pct|each|total
                     re.IGNORECASE)
 _INLINE = re.compile(r"\d|\\[a-zA-Z]|\$|^[A-Za-z]$")
 # a number with a decimal comma (not thousands grouping, not a pair inside brackets): 2,74  1000,99  0,111
-_NUMBER = re.compile(r"[-−]?(?:\d+,\d{1,2}(?![\d,])|\d{4,},\d+(?![\d,])|0,\d+(?![\d,])|\d+,\d{4,}(?![\d,]))"
-                     r"|" + _NUM)
+_NUMBER = re.compile(r"(?<![(\[,.\d])[-−]?(?:\d+,\d{1,2}(?![\d,])|\d{4,},\d+(?![\d,])|0,\d+(?![\d,])"
+                     r"|\d+,\d{4,}(?![\d,]))|" + _NUM)
 _CHOICE = re.compile(r"[A-J]")
 _LEADING_CHOICE = re.compile(r"^\s*(?:\*\*|\()?\s*([A-J])\s*(?:\*\*|\))?\s*(?:[.):,]|$)")
 _STANDALONE = re.compile(r"(?<![\w\\{_^$'])([A-J])(?![\w}_^'$])(?<!A(?= [a-z]))")  # "A cat" is an article
@@ -196,9 +196,10 @@ def extract_choice(text: str) -> Optional[str]:
         return m.group(1)
     phrase = _after_phrase(text)
     if phrase:
-        m = _LEADING_CHOICE.match(phrase) or re.match(r"^\s*\(?([A-J])\)?\s", phrase)
+        m = _LEADING_CHOICE.match(phrase) or re.match(r"^\s*\(?([A-J])\)?\s", phrase) \
+            or re.match(r"^\s*\(?([a-j])\)?\s*$", phrase)  # "answer: b" names a choice too
         if m:
-            return m.group(1)
+            return m.group(1).upper()
     letters = set(_STANDALONE.findall(_strip_math(text)))
     return letters.pop() if len(letters) == 1 else None
 

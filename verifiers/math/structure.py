@@ -15,6 +15,7 @@ Node kinds (plain tuples, cheap to cache and compare):
 * ``("chain", lo, mid, hi, lo_closed, hi_closed)`` — ``lo < mid ≤ hi`` whose middle is not a plain
   name (``1 ≤ |z| ≤ 3/2``): compared as the set of real values it allows;
 * ``("pct", node)`` — a number written with ``%``: it matches the number and the number / 100;
+* ``("deg", node)`` — a number written with ``°``: it matches the number and the angle in radians;
 * ``("dcomma", node, decimal)`` — ``1,22``: a list of two integers that may be a decimal comma; it
   is read as the decimal when the other answer is a single number.
 """
@@ -33,6 +34,12 @@ MAX_ANSWER_CHARS = 4000  # a final answer longer than this is not an answer (and
 _OPEN, _CLOSE = "([{", ")]}"
 _WORD = re.compile(r"^(?!(?:sqrt|pi|sin|cos|tan|log|ln|exp|infty|inf)$)[A-Za-z]{3,}$")
 _REL_RE = re.compile(r"\\leq|\\geq|\\neq|\\approx|\\in(?![a-zA-Z])|\\equiv|<|>|=")
+_DEGREE_TAIL = re.compile(r"(?:\^\s*\{?\s*\\circ\s*\}?|\\degree|°)[\s}$.]*$")
+_NUMBER_WORDS = {w: k for k, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORDS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
+                      "ninety": 90, "hundred": 100, "thousand": 1000})
 _PERCENT_TAIL = re.compile(r"(?:\\%|%|\s(?:percent(?:age)?|pct))[\s}$.]*$")
 # two integers joined by a comma that cannot be thousands grouping: 1,22  1000,99  0,111  12,5
 _DECIMAL_COMMA = re.compile(r"^([+-]?)(\d+),(\d+)$")
@@ -121,7 +128,9 @@ def parse_item(s: str):
     if s[0] == "{" and _enclosed(s):  # bare braces group: {1,3} is the list 1, 3
         inner = _split_items(s[1:-1])
         return parse_item(inner[0]) if len(inner) == 1 else ("list", tuple(parse_item(p) for p in inner))
-    if _WORD.match(s):  # a word answer: "odd", "Evelyn"
+    if _WORD.match(s):  # a word answer: "odd", "Evelyn"; a number word is the number
+        if s.lower() in _NUMBER_WORDS:
+            return ("expr", sp.Integer(_NUMBER_WORDS[s.lower()]))
         return ("text", s.lower())
     if s.startswith("\\lset") and s.endswith("\\rset"):
         return ("set", tuple(parse_item(p) for p in _split_items(s[5:-5])))
@@ -268,9 +277,11 @@ def parse_answer(text: str):
         return ("text", s[:64])
     s = _CONNECT.sub(",", s)
     node = _parse_items(s)
-    if node[0] == "expr" and _PERCENT_TAIL.search(text) and not isinstance(node[1], sp.MatrixBase) \
-            and node[1].is_number:
-        return ("pct", node)
+    if node[0] == "expr" and not isinstance(node[1], sp.MatrixBase) and node[1].is_number:
+        if _PERCENT_TAIL.search(text):
+            return ("pct", node)
+        if _DEGREE_TAIL.search(text):
+            return ("deg", node)
     m = _DECIMAL_COMMA.match(s)
     if m and not (len(m.group(3)) == 3 and len(m.group(2)) <= 3 and m.group(2)[0] != "0"):
         return ("dcomma", node, _expr(f"{m.group(1)}{m.group(2)}.{m.group(3)}"))
