@@ -57,7 +57,7 @@ def judge(gold: str, pred: str, precision: Optional[int] = None, strict: bool = 
 
 def _symbols(node, out: set) -> set:
     """Free symbols of every expression in an answer node (sign markers and opaque numbers aside)."""
-    for x in node[1:]:
+    for x in node:
         if isinstance(x, tuple):
             _symbols(x, out)
         elif isinstance(x, sp.Basic):
@@ -73,7 +73,7 @@ def _rename(node, mapping: dict):
 def _renamed_equal(a, b, opt) -> bool:
     """``strict=False``: the same answer up to the names of its variables (``f(x)`` vs ``f(y)``)."""
     sa, sb = sorted(_symbols(a, set()), key=str), sorted(_symbols(b, set()), key=str)
-    if len(sa) != len(sb) or not sa or sa == sb or len(sa) > _MAX_RENAMED:
+    if len(sa) != len(sb) or not sa or len(sa) > _MAX_RENAMED:
         return False
     return any(equal(a, _rename(b, dict(zip(sb, perm))), opt) for perm in itertools.permutations(sa))
 
