@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from rlenv.parsers import _NUM, parse_first_boxed, parse_gsm8k, parse_tag
+from rlenv.parsers import NUMBER_PATTERN, parse_first_boxed, parse_gsm8k, parse_tag
 
 from .normalize import _UNIT_WORDS
 
@@ -39,7 +39,7 @@ _UNITS = re.compile(r"^(?:" + _UNIT_WORDS + r"|percent|percentage|pct|each|total
 _INLINE = re.compile(r"\d|\\[a-zA-Z]|\$|^[A-Za-z]$")
 # a number with a decimal comma (not thousands grouping, not a pair inside brackets): 2,74  1000,99  0,111
 _NUMBER = re.compile(r"(?<![(\[,.\d])[-−]?(?:\d+,\d{1,2}(?![\d,])|\d{4,},\d+(?![\d,])|0,\d+(?![\d,])"
-                     r"|\d+,\d{4,}(?![\d,]))|" + _NUM)
+                     r"|\d+,\d{4,}(?![\d,]))|" + NUMBER_PATTERN)
 _CHOICE = re.compile(r"[A-J]")
 _LEADING_CHOICE = re.compile(r"^\s*(?:\*\*|\()?\s*([A-J])\s*(?:\*\*|\))?\s*(?:[.):,]|$)")
 _STANDALONE = re.compile(r"(?<![\w\\{_^$'])([A-J])(?![\w}_^'$])(?<!A(?= [a-z]))")  # "A cat" is an article
