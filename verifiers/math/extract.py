@@ -41,7 +41,8 @@ _INLINE = re.compile(r"\d|\\[a-zA-Z]|\$|^[A-Za-z]$")
 _NUMBER = re.compile(r"(?<![(\[,.\d])[-−]?(?:\d+,\d{1,2}(?![\d,])|\d{4,},\d+(?![\d,])|0,\d+(?![\d,])"
                      r"|\d+,\d{4,}(?![\d,]))|" + NUMBER_PATTERN)
 _CHOICE = re.compile(r"[A-J]")
-_LEADING_CHOICE = re.compile(r"^\s*(?:\*\*|\()?\s*([A-J])\s*(?:\*\*|\))?\s*(?:[.):,]|$)")
+_LEADING_CHOICE = re.compile(r"^\s*\(?\s*([A-J])\s*\)?\s*(?:[.):]|$)")
+_MARKER = re.compile(r"(?<![\w\\])\(?([A-J])[.)](?=\s|$)")  # "(B)", "B)" or "B." written as an option label
 _STANDALONE = re.compile(r"(?<![\w\\{_^$'])([A-J])(?![\w}_^'$])(?<!A(?= [a-z]))")  # "A cat" is an article
 
 
@@ -185,21 +186,21 @@ def is_choice(answer: str) -> bool:
 
 
 def extract_choice(text: str) -> Optional[str]:
-    """The choice letter a completion picks, or None: a leading ``A.`` / ``(B)`` / ``**C**``, a letter
-    after "the answer is", or the one standalone capital A–J in the text. Several different letters
-    and no stated choice is no answer (a list of every option must not score)."""
+    """The choice letter a completion picks, or None: a leading ``A.`` / ``(B)`` / ``C)`` when no other
+    option label follows, the one letter after "the answer is", or the one standalone capital A–J in
+    the text. Naming several letters is no answer (listing every option must not score)."""
     if not isinstance(text, str) or not text.strip():
         return None
-    text = text[-MAX_TEXT:]
+    text = _EMPHASIS.sub("", text[-MAX_TEXT:])
     m = _LEADING_CHOICE.match(text)
-    if m:
+    if m and set(_MARKER.findall(text)) <= {m.group(1)}:
         return m.group(1)
     phrase = _after_phrase(text)
     if phrase:
-        m = _LEADING_CHOICE.match(phrase) or re.match(r"^\s*\(?([A-J])\)?\s", phrase) \
-            or re.match(r"^\s*\(?([a-j])\)?\s*$", phrase)  # "answer: b" names a choice too
-        if m:
-            return m.group(1).upper()
+        lower = re.fullmatch(r"\s*\(?([a-j])\)?\.?\s*", phrase)  # "answer: b" names a choice too
+        letters = {lower.group(1).upper()} if lower else set(_STANDALONE.findall(_strip_math(phrase)))
+        if len(letters) == 1:
+            return letters.pop()
     letters = set(_STANDALONE.findall(_strip_math(text)))
     return letters.pop() if len(letters) == 1 else None
 
