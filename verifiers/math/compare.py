@@ -203,8 +203,11 @@ def _real_set(node):
         lower = sp.Le(lo[1], mid[1]) if node[4] else sp.Lt(lo[1], mid[1])
         upper = sp.Le(mid[1], hi[1]) if node[5] else sp.Lt(mid[1], hi[1])
         return _solve_real(sp.And(lower, upper, evaluate=False), mid[1])
-    if kind == "rel" and node[1] in _FLIP and node[2][0] == "expr" and node[3][0] == "expr":
+    if kind == "rel" and (node[1] in _FLIP or node[1] == "\\neq") and node[2][0] == "expr" and node[3][0] == "expr":
         lhs, rhs = node[2][1], node[3][1]
+        if node[1] == "\\neq":  # x ≠ 0: the reals without the solutions of x = 0
+            points = _solve_real(sp.Eq(lhs, rhs, evaluate=False), lhs - rhs)
+            return None if points is None else sp.S.Reals - points
         op = {"<": sp.Lt, ">": sp.Gt, "\\leq": sp.Le, "\\geq": sp.Ge}[node[1]]
         return _solve_real(op(lhs, rhs, evaluate=False), lhs - rhs)
     return None
@@ -221,7 +224,10 @@ def _solve_real(condition, expr):
         parts = condition.args if isinstance(condition, sp.And) else (condition,)
         out = sp.S.Reals
         for c in parts:
-            out = out.intersect(sp.solvers.inequalities.solve_univariate_inequality(c, x, relational=False))
+            if isinstance(c, sp.Eq):
+                out = out.intersect(sp.solveset(c, x, sp.S.Reals))
+            else:
+                out = out.intersect(sp.solvers.inequalities.solve_univariate_inequality(c, x, relational=False))
         return out
     except (NotImplementedError, TypeError, ValueError, AttributeError):
         return None
