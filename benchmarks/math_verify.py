@@ -106,7 +106,8 @@ def load_checks(cases_path: str | None) -> list[tuple]:
             for line in f:
                 if line.strip():
                     r = json.loads(line)
-                    out.append(("ours: " + os.path.basename(cases_path), r["gold"], r["pred"], r["equivalent"], {}, default))
+                    name = "ours: " + os.path.basename(cases_path)
+                    out.append((name, r["gold"], r["pred"], r["equivalent"], {}, default))
     return out
 
 
@@ -129,7 +130,8 @@ def main() -> None:
     for i, c in enumerate(checks):
         groups.setdefault(tuple(sorted(c[4].items())), []).append(i)
     for opts, idx in groups.items():
-        for i, v in zip(idx, is_equivalent_batch([(checks[i][1], checks[i][2]) for i in idx], workers=args.workers, **dict(opts))):
+        pairs = [(checks[i][1], checks[i][2]) for i in idx]
+        for i, v in zip(idx, is_equivalent_batch(pairs, workers=args.workers, **dict(opts))):
             batch[i] = v
     t_batch = time.perf_counter() - t0
 
@@ -147,7 +149,8 @@ def main() -> None:
     print(f"\n{'outside suites, ' + str(n) + ' checks':<30}{'ours':>12}{'math-verify':>14}")
     print(f"{'pairs/s (one at a time)':<30}{pps_o:>12.1f}{pps_t:>14.1f}")
     print(f"{'slowest pair (s)':<30}{max(t_ours[i] for i in outside):>12.3f}{max(t_theirs[i] for i in outside):>14.3f}")
-    print(f"{'pairs over 2 s':<30}{sum(t_ours[i] > 2 for i in outside):>12d}{sum(t_theirs[i] > 2 for i in outside):>14d}")
+    over_o, over_t = sum(t_ours[i] > 2 for i in outside), sum(t_theirs[i] > 2 for i in outside)
+    print(f"{'pairs over 2 s':<30}{over_o:>12d}{over_t:>14d}")
     print(f"{'batch pairs/s (' + str(args.workers) + ' workers, all)':<30}{len(checks) / t_batch:>12.1f}{'-':>14}"
           f"  (same verdicts as one at a time: {batch == ours})")
     agree = {s: sum(ours[i] == checks[i][3] for i, c in enumerate(checks) if c[0] == s) /

@@ -41,7 +41,8 @@ def test_an_answer_stated_any_usual_way_scores(env_and_gold, template):
 @pytest.mark.parametrize("template", [
     "Answer: {w}", "Total: {w}", "Therefore {w}.", "The answer is {w}", "#### {w}", "\\boxed{{{w}}}",
     # right answer, then a different one: the last statement decides
-    "The answer is {g}. No wait, it's {w}.", "Answer: {g}\nAnswer: {w}", "\\boxed{{{g}}} is what I first thought, but \\boxed{{{w}}}",
+    "The answer is {g}. No wait, it's {w}.", "Answer: {g}\nAnswer: {w}",
+    "\\boxed{{{g}}} is what I first thought, but \\boxed{{{w}}}",
     "#### {g}\n#### {w}",
     # answer spam: several candidates are no answer
     "{w}, {g}, {w2}", "\\boxed{{{w}}} \\boxed{{{g}}} \\boxed{{{w2}}}", "The answer is {w} or {g}", "Total: {g} or {w}",

@@ -33,7 +33,8 @@ _ALLOWED_WORDS = {"and", "or", "text", "frac", "dfrac", "tfrac", "sqrt", "pi", "
 MAX_TEXT = 200_000  # longer completions are cut to their last MAX_TEXT characters
 _WORD = re.compile(r"[A-Za-z]{2,}(?:'[A-Za-z]+)?")
 _MASK = re.compile(r"\\text\{[^{}]*\}|\\(?:begin|end)\{[^{}]*\}(?:\{[^{}]*\})?|\\[a-zA-Z]+")
-_GLUED_UNIT = re.compile(r"^(\$?[-−]?[\d.,]*\d)\s*(?:[€£¥]|(?:[kcm]?m|ft|in)[²³]|(?:cm|mm|km|kg|mg|ml|ft|lbs?|oz)\b)\.?$")
+_GLUED_UNIT = re.compile(r"^(\$?[-−]?[\d.,]*\d)\s*"
+                         r"(?:[€£¥]|(?:[kcm]?m|ft|in)[²³]|(?:cm|mm|km|kg|mg|ml|ft|lbs?|oz)\b)\.?$")
 _UNITS = re.compile(r"^(?:" + _UNIT_WORDS + r"|percent|percentage|pct|each|total|only|exactly|approximately|about)$",
                     re.IGNORECASE)
 _INLINE = re.compile(r"\d|\\[a-zA-Z]|\$|^[A-Za-z]$")
@@ -146,7 +147,8 @@ def _word_before_number(text: str, word: str) -> bool:
     """True when the one word of prose in a short answer comes before its first number
     (``Soucis : 2,74``), not after it as a unit or label (``5 apples``, ``x = 3 meters``)."""
     digit, at = re.search(r"\d", text), text.find(word)
-    return digit is not None and at < digit.start() and bool(re.match(r"[\s:=,]", text[at + len(word):at + len(word) + 1]))
+    after = text[at + len(word):at + len(word) + 1]
+    return digit is not None and at < digit.start() and bool(re.match(r"[\s:=,]", after))
 
 
 def prose_words(s: str) -> list:

@@ -24,7 +24,10 @@ class ParseError(ValueError):
 
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<num>(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+(?![\w.]))?|1[eE][-+]?\d+(?![\w.])|\d+[eE]\+?\d+(?![\w.])|\d+)|(?P<cmd>\\[a-zA-Z]+)|(?P<id>[a-zA-Z])|(?P<op>\*\*|[-+*/^_()\[\]{},!|=<>:;'&]))"
+    # numbers: decimals, scientific notation (1.5e3, 1e-3, 3e5; 2e-1 stays 2e - 1), integers
+    r"\s*(?:(?P<num>(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+(?![\w.]))?"
+    r"|1[eE][-+]?\d+(?![\w.])|\d+[eE]\+?\d+(?![\w.])|\d+)"
+    r"|(?P<cmd>\\[a-zA-Z]+)|(?P<id>[a-zA-Z])|(?P<op>\*\*|[-+*/^_()\[\]{},!|=<>:;'&]))"
 )
 _FUNCS = {
     "sin": sp.sin, "cos": sp.cos, "tan": sp.tan, "sec": sp.sec, "csc": sp.csc, "cot": sp.cot,

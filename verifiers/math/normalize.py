@@ -23,7 +23,8 @@ _RENAME = (
     ("\\geqslant", "\\geq"), ("\\lt", "<"), ("\\gt", ">"), ("\\textnormal", "\\text"),
     ("\\textbf", "\\text"), ("\\textit", "\\text"), ("\\mbox", "\\text"), ("\\operatorname", "\\text"),
     ("\\emph", "\\text"), ("\\tiny", ""), ("\\dots", ""), ("\\ldots", ""), ("\\cdots", ""),
-    ("\\mathbb", ""), ("\\langle", "("), ("\\rangle", ")"), ("\\varnothing", "\\emptyset"), ("∅", "\\emptyset"), ("\\boxed", ""), ("\\fbox", ""),
+    ("\\mathbb", ""), ("\\langle", "("), ("\\rangle", ")"), ("\\varnothing", "\\emptyset"), ("∅", "\\emptyset"),
+    ("\\boxed", ""), ("\\fbox", ""),
     # unicode that models write instead of LaTeX
     ("≤", "\\leq "), ("≥", "\\geq "), ("≠", "\\neq "), ("−", "-"), ("×", "\\times "), ("÷", "\\div "),
     ("π", "\\pi "), ("∞", "\\infty "), ("√", "\\sqrt"), ("²", "^2"), ("³", "^3"), ("°", "^\\circ"),

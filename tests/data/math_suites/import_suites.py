@@ -29,7 +29,8 @@ DEFAULTS = {"match_types": ["latex", "expr"], "precision": 6, "strict": True, "a
 
 def _value(node, env=None):
     """The Python value of a literal (f-strings such as f"{math.sqrt(17):.15f}" included)."""
-    return eval(compile(ast.Expression(node), "<case>", "eval"), {"math": math}, env or {})  # noqa: S307 - the suite's own literals
+    code = compile(ast.Expression(node), "<case>", "eval")
+    return eval(code, {"math": math}, env or {})  # noqa: S307 - the suite's own literals (f-strings with math.*)
 
 
 def _calls(fn: ast.FunctionDef, name: str):
@@ -127,7 +128,8 @@ def main() -> None:
         files = [(f"tests/{n}", os.path.join(where, n)) for n in sorted(os.listdir(where))
                  if n.startswith("test_") and n.endswith(".py")]
     else:
-        files = [({"hendrycks": "modeling/math_equivalence_test.py", "nemo-skills": "tests/test_math_equal.py"}[kind], where)]
+        path = {"hendrycks": "modeling/math_equivalence_test.py", "nemo-skills": "tests/test_math_equal.py"}[kind]
+        files = [(path, where)]
     for path, file in files:
         with open(file, encoding="utf-8") as f:
             src = f.read()
