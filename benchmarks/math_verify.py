@@ -1,23 +1,29 @@
-"""Our math verifier against the `math-verify` package (0.9.0), side by side on the same case file.
+"""Our math verifier against the `math-verify` package, side by side on public graders' own test suites.
 
-    python benchmarks/math_verify.py [--cases tests/data/math_cases.jsonl] [--workers 2]
+    python benchmarks/math_verify.py [--workers 2] [--cases tests/data/math_cases.jsonl]
 
-For every labelled (gold, pred, equivalent) pair in ``tests/data/math_cases.jsonl`` both verifiers
-decide equivalence; the table shows accuracy per category, throughput (pairs/second, one pair at a
-time for both) and the slowest single pair. Bare answers are wrapped in ``$…$`` for math-verify, whose
-LaTeX extraction needs math mode. math-verify's timeouts are ``signal.alarm``-based and
-only work in the main thread, so it runs in the main thread here. Ours is additionally timed in
-batch mode (its worker pool). The last line is ``summary: ... speedup=X`` (ours/math-verify
-sequential throughput; >1 means ours is faster).
+Every labelled check of every suite in ``tests/data/math_suites/`` (math-verify 0.9.0's own tests,
+hendrycks/math's, NeMo-Skills') goes through both graders, one pair at a time in the main thread
+(math-verify's ``signal.alarm`` timeouts only work there). Each math-verify case runs with the
+options its test uses (extraction targets, ``float_rounding``, ``strict``, ``allow_set_relation_comp``,
+as its ``compare_strings`` helper does); ours with the mapped options (``tests/math_suites.py``).
+Other suites go through math-verify's documented ``verify(parse(gold), parse(pred))``, bare answers
+wrapped in ``$…$`` (its LaTeX extraction needs math mode). ``--cases`` adds our own case file.
+
+The table gives agreement with the labels per suite for both, pairs per second (one at a time, and
+ours also batched over ``--workers`` processes) and the slowest pair. The last line is
+``summary: … speedup=X`` — our one-at-a-time throughput over math-verify's on the outside suites, in
+this run (>1: ours is faster).
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import json
+import logging
 import os
 import platform
+import re
 import sys
 import time
 import warnings
@@ -26,7 +32,9 @@ import warnings
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.join(_HERE, ".."))
+sys.path.insert(0, os.path.join(_HERE, "..", "tests"))
 
+import math_suites  # noqa: E402
 from verifiers.math import is_equivalent, is_equivalent_batch  # noqa: E402
 
 
@@ -42,96 +50,117 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _math_mode(s: str) -> str:
-    """math-verify extracts LaTeX only from math mode (``$…$``, ``\\(…\\)``, ``\\boxed{}``); a bare
-    answer such as ``\\frac{1}{2}`` is wrapped in ``$…$`` so it gets its best chance."""
+def _math_mode(s) -> str:
+    """A bare answer such as ``\\frac{1}{2}`` wrapped in ``$…$`` so math-verify's LaTeX extraction sees it."""
+    s = "" if s is None else str(s)
     if any(d in s for d in ("$", "\\(", "\\[", "\\boxed")):
         return s
     return f"${s}$"
 
 
-def run_math_verify(rows):
-    """math-verify's documented usage: parse both, then verify(gold, pred). Exceptions count as False."""
-    import logging
+def math_verify_call(row: dict | None):
+    """A function (gold, pred) -> bool: math-verify as the case's own test calls it."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-    from math_verify import parse, verify
+    if row is None or row.get("call"):  # verify(parse(gold), parse(pred)) with every default
+        return lambda g, p: verify(parse(_math_mode(g)), parse(_math_mode(p)))
+    targets = []
+    for kind in row["match_types"]:
+        if kind == "latex":
+            targets.append(LatexExtractionConfig(boxed_match_priority=0))
+        elif kind == "expr":
+            targets.append(ExprExtractionConfig())
+    kw = {"float_rounding": row["precision"], "strict": row["strict"],
+          "allow_set_relation_comp": row["allow_set_relation_comp"]}
+    return lambda g, p: verify(parse(g, targets), parse(p, targets), **kw)
 
-    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+
+def _timed(fn, pairs):
     out, times = [], []
-    for r in rows:
+    for args in pairs:
         t = time.perf_counter()
         try:
-            ok = bool(verify(parse(_math_mode(r["gold"])), parse(_math_mode(r["pred"]))))
-        except BaseException as e:  # noqa: BLE001 - a crash is a wrong verdict, not the end of the run
-            if isinstance(e, KeyboardInterrupt):
-                raise
+            ok = bool(fn(*args))
+        except Exception:  # noqa: BLE001 - a crash is a wrong verdict, not the end of the run
             ok = False
         times.append(time.perf_counter() - t)
         out.append(ok)
     return out, times
 
 
-def run_ours(rows):
-    """``verifiers.math.is_equivalent`` one pair at a time (the same protocol as math-verify)."""
-    out, times = [], []
-    for r in rows:
-        t = time.perf_counter()
-        out.append(is_equivalent(r["gold"], r["pred"]))
-        times.append(time.perf_counter() - t)
-    return out, times
+def load_checks(cases_path: str | None) -> list[tuple]:
+    """(suite, gold, pred, expected, our options, math-verify's call) for every check."""
+    out = []
+    for suite in math_suites.SUITES:
+        rows = math_suites.load(suite)
+        checks = math_suites.checks(suite)
+        by_case = {}
+        for k, row in enumerate(rows):
+            by_case[f"{row['test']}[{row.get('case', k)}]"] = row
+        for c in checks:
+            row = by_case[c.case_id.replace("(reversed)", "")] if suite == "math-verify" else None
+            out.append((suite, c.gold, c.pred, c.expected, dict(c.options), math_verify_call(row)))
+    if cases_path:
+        default = math_verify_call(None)
+        with open(cases_path) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    name = "ours: " + os.path.basename(cases_path)
+                    out.append((name, r["gold"], r["pred"], r["equivalent"], {}, default))
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cases", default=os.path.join(os.path.dirname(__file__), "..", "tests", "data", "math_cases.jsonl"))
     ap.add_argument("--workers", type=int, default=2, help="worker processes for our batch mode")
+    ap.add_argument("--cases", default=None, help="also run a case file of ours (e.g. tests/data/math_cases.jsonl)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    with open(args.cases) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+    checks = load_checks(args.cases)
 
     is_equivalent("1", "x+1")  # start our worker once, outside the timed loop (math-verify imports are warm too)
-    ours, t_ours = run_ours(rows)
+    math_verify_call(None)("$1$", "$1$")
+    ours, t_ours = _timed(lambda g, p, o: is_equivalent(g, p, **o), [(c[1], c[2], c[4]) for c in checks])
+    theirs, t_theirs = _timed(lambda g, p, f: f(g, p), [(c[1], c[2], c[5]) for c in checks])
     t0 = time.perf_counter()
-    batch = is_equivalent_batch([(r["gold"], r["pred"]) for r in rows], workers=args.workers)
+    batch = [None] * len(checks)
+    groups: dict = {}
+    for i, c in enumerate(checks):
+        groups.setdefault(tuple(sorted(c[4].items())), []).append(i)
+    for opts, idx in groups.items():
+        pairs = [(checks[i][1], checks[i][2]) for i in idx]
+        for i, v in zip(idx, is_equivalent_batch(pairs, workers=args.workers, **dict(opts))):
+            batch[i] = v
     t_batch = time.perf_counter() - t0
-    theirs, t_theirs = run_math_verify(rows)
 
-    by_cat = collections.defaultdict(lambda: [0, 0, 0])
-    for r, a, b in zip(rows, ours, theirs):
-        c = by_cat[r["category"]]
-        c[0] += 1
-        c[1] += a == r["equivalent"]
-        c[2] += b == r["equivalent"]
-    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores), python {platform.python_version()}, {len(rows)} pairs")
-    print(f"{'category':<18}{'pairs':>6}{'ours':>9}{'math-verify':>13}")
-    worse = []
-    for cat in sorted(by_cat):
-        n, a, b = by_cat[cat]
-        print(f"{cat:<18}{n:>6}{a / n:>9.3f}{b / n:>13.3f}")
-        if a < b:
-            worse.append(cat)
-    n = len(rows)
-    acc_o = sum(a == r["equivalent"] for r, a in zip(rows, ours)) / n
-    acc_t = sum(b == r["equivalent"] for r, b in zip(rows, theirs)) / n
-    acc_b = sum(a == r["equivalent"] for r, a in zip(rows, batch)) / n
-    print(f"{'overall':<18}{n:>6}{acc_o:>9.3f}{acc_t:>13.3f}")
-    pps_o, pps_t = n / sum(t_ours), n / sum(t_theirs)
-    print(f"\n{'':<28}{'ours':>12}{'math-verify':>14}")
-    print(f"{'pairs/s (one at a time)':<28}{pps_o:>12.1f}{pps_t:>14.1f}")
-    calm = [i for i, r in enumerate(rows) if r["category"] != "hostile"]
-    pps_o_calm = len(calm) / sum(t_ours[i] for i in calm)
-    pps_t_calm = len(calm) / sum(t_theirs[i] for i in calm)
-    print(f"{'pairs/s without hostile':<28}{pps_o_calm:>12.1f}{pps_t_calm:>14.1f}")
-    print(f"{'slowest pair (s)':<28}{max(t_ours):>12.3f}{max(t_theirs):>14.3f}")
-    print(f"{'pairs over 2 s':<28}{sum(t > 2 for t in t_ours):>12d}{sum(t > 2 for t in t_theirs):>14d}")
-    print(f"{'batch pairs/s (' + str(args.workers) + ' workers)':<28}{n / t_batch:>12.1f}{'-':>14}  (accuracy {acc_b:.3f})")
-    slow = sorted(range(n), key=lambda i: -t_theirs[i])[:3]
-    print("math-verify's slowest: " + "; ".join(f"{rows[i]['category']} {t_theirs[i]:.2f}s" for i in slow))
-    print(f"categories where ours is below math-verify: {', '.join(worse) or 'none'}")
-    print(f"summary: pairs={n} acc_ours={acc_o:.3f} acc_math_verify={acc_t:.3f} pps_ours={pps_o:.1f} "
-          f"pps_math_verify={pps_t:.1f} max_s_ours={max(t_ours):.3f} max_s_math_verify={max(t_theirs):.3f} "
-          f"batch_pps_ours={n / t_batch:.1f} speedup_without_hostile={pps_o_calm / pps_t_calm:.2f} "
+    suites = list(dict.fromkeys(c[0] for c in checks))
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores), python {platform.python_version()}, {len(checks)} checks")
+    print(f"{'suite':<28}{'checks':>7}{'ours':>14}{'math-verify':>16}")
+    for s in suites:
+        idx = [i for i, c in enumerate(checks) if c[0] == s]
+        a = sum(ours[i] == checks[i][3] for i in idx)
+        b = sum(theirs[i] == checks[i][3] for i in idx)
+        print(f"{s:<28}{len(idx):>7}{f'{a} ({a / len(idx):.1%})':>14}{f'{b} ({b / len(idx):.1%})':>16}")
+    outside = [i for i, c in enumerate(checks) if not c[0].startswith("ours")]
+    n = len(outside)
+    pps_o, pps_t = n / sum(t_ours[i] for i in outside), n / sum(t_theirs[i] for i in outside)
+    print(f"\n{'outside suites, ' + str(n) + ' checks':<30}{'ours':>12}{'math-verify':>14}")
+    print(f"{'pairs/s (one at a time)':<30}{pps_o:>12.1f}{pps_t:>14.1f}")
+    print(f"{'slowest pair (s)':<30}{max(t_ours[i] for i in outside):>12.3f}{max(t_theirs[i] for i in outside):>14.3f}")
+    over_o, over_t = sum(t_ours[i] > 2 for i in outside), sum(t_theirs[i] > 2 for i in outside)
+    print(f"{'pairs over 2 s':<30}{over_o:>12d}{over_t:>14d}")
+    print(f"{'batch pairs/s (' + str(args.workers) + ' workers, all)':<30}{len(checks) / t_batch:>12.1f}{'-':>14}"
+          f"  (same verdicts as one at a time: {batch == ours})")
+    agree = {s: sum(ours[i] == checks[i][3] for i, c in enumerate(checks) if c[0] == s) /
+             sum(c[0] == s for c in checks) for s in suites}
+    agree_t = {s: sum(theirs[i] == checks[i][3] for i, c in enumerate(checks) if c[0] == s) /
+               sum(c[0] == s for c in checks) for s in suites}
+    key = {s: re.sub(r"\W+", "_", s.replace("ours: ", "")).strip("_") for s in suites}
+    fields = " ".join(f"agree_{key[s]}={agree[s]:.3f} agree_mv_{key[s]}={agree_t[s]:.3f}" for s in suites)
+    print(f"summary: checks={n} {fields} pps_ours={pps_o:.1f} pps_math_verify={pps_t:.1f} "
+          f"max_s_ours={max(t_ours[i] for i in outside):.3f} max_s_math_verify={max(t_theirs[i] for i in outside):.3f} "
           f"speedup={pps_o / pps_t:.2f}")
 
 

@@ -151,10 +151,10 @@ def make_tag_parser(tag: str = "answer", strict: bool = False) -> Callable[[str]
     return parser
 
 
-# A number: optional sign, digits with optional thousands separators, optional decimals, or a
-# fraction a/b. No nested quantifiers, so matching is linear.
-_NUM = r"[-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?/\s?\d+(?:\.\d+)?)?|[-−]?\.\d+"
-_NUM_RE = re.compile(_NUM)
+#: A number (regex source): optional sign, digits with optional thousands separators, optional
+#: decimals, or a fraction a/b. No nested quantifiers, so matching is linear.
+NUMBER_PATTERN = r"[-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?/\s?\d+(?:\.\d+)?)?|[-−]?\.\d+"
+_NUM_RE = re.compile(NUMBER_PATTERN)
 
 
 def _clean_number(s: str) -> str:

@@ -6,7 +6,9 @@
 
 Rows are ``{"question": …, "answer": "…reasoning…\\n#### 72"}`` as on the hub. The gold answer is
 the number after ``####``; the model's answer is read from ``####``, ``\\boxed{}``, ``<answer>``
-tags or its last number, and compared by the math verifier (so ``72.0``, ``$72`` and ``72`` agree).
+tags, a final answer introduced by any word (``Answer: 72``, ``Total: 72``, ``Therefore 72.``) or its
+last number, and compared by the math verifier (so ``72.0``, ``$72`` and ``72`` agree). Several
+candidates (``72 or 73``) or a later contradicting answer score 0.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@
 Rows follow the hub's MATH-500 layout: ``problem``, ``solution``, ``answer``, ``subject``, ``level``,
 ``unique_id``. When a row has no ``answer`` column (the original MATH layout), the gold answer is
 the last ``\\boxed{}`` of the solution. Equivalence is decided by :mod:`verifiers.math` (fractions,
-radicals, intervals, matrices, sets…).
+radicals, intervals, matrices, sets…); an unboxed answer still counts when the completion states it
+(``The answer is 72``, ``Answer: 72``, ``Therefore 72.``).
 """
 
 from __future__ import annotations

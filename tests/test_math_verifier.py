@@ -21,7 +21,8 @@ from verifiers.math.pool import WorkerPool
 
 CASES_PATH = os.path.join(os.path.dirname(__file__), "data", "math_cases.jsonl")
 CATEGORIES = {"numbers", "fractions", "latex_notation", "units_percent", "symbolic", "equations", "inequalities",
-              "intervals", "sets_tuples", "matrices", "multiple_answers", "text", "extraction", "hostile"}
+              "intervals", "sets_tuples", "matrices", "multiple_answers", "text", "extraction", "hostile",
+              "multiple_choice", "near_miss"}
 # generous: these check "returns at all" (a hang would take minutes), not speed; the benchmark measures speed
 HANG_LIMIT_S = 15.0
 
@@ -82,6 +83,49 @@ def test_single_calls_agree_with_batch(batch_verdicts):
 ])
 def test_equivalence_examples(gold, pred, expected):
     assert is_equivalent(gold, pred) is expected
+
+
+@pytest.mark.parametrize("gold,pred,precision,expected", [
+    ("\\frac{8}{3}", "2.67", 2, True),       # agrees to 2 places
+    ("\\frac{8}{3}", "2.67", None, False),   # the default is 6 places
+    ("\\frac{8}{3}", "2.66", 2, False),      # truncated, not rounded
+    ("1/3", "0.3333", 4, True),
+    ("1/3", "0.3333", 5, False),
+    ("1/3", "0.333333", None, True),
+    ("100", "101", 0, False),                 # exact numbers stay exact at any precision
+    ("100", "100.4", 0, True),
+    ("0.0012", "0.0015", 2, False),           # both round to 0.00, but they are not the same number
+    ("(\\frac{3}{5}, \\frac{8}{3}]", "(0.6, 2.6667]", 2, True),
+    ("\\pi", "3.14159", None, False),
+    ("\\pi", "3.14", 2, True),
+])
+def test_precision_option(gold, pred, precision, expected):
+    assert is_equivalent(gold, pred, precision=precision) is expected
+
+
+@pytest.mark.parametrize("bad", [-1, 31, 2.5, "2", True])
+def test_a_bad_precision_is_refused_with_a_clear_error(bad):
+    with pytest.raises(ValueError, match="precision"):
+        is_equivalent("1", "1", precision=bad)
+    with pytest.raises(ValueError, match="precision"):
+        MathVerifier(precision=bad)
+
+
+@pytest.mark.parametrize("gold,pred,lenient", [
+    ("f(x)", "f(y)", True), ("x+1", "t+1", True), ("x+2y", "y+2x", True), ("(x, y)", "(a, b)", True),
+    ("x^2", "y", False), ("x+y", "x", False), ("2x", "3t", False),
+])
+def test_strict_option(gold, pred, lenient):
+    assert is_equivalent(gold, pred) is False  # strict (the default): names must match
+    assert is_equivalent(gold, pred, strict=False) is lenient
+
+
+def test_verifier_options_reach_the_comparison():
+    task = Task(prompt="8/3 to two places?", answer="\\frac{8}{3}")
+    assert MathVerifier().score("\\boxed{2.67}", task).reward == 0.0
+    assert MathVerifier(precision=2).score("\\boxed{2.67}", task).reward == 1.0
+    task = Task(prompt="f?", answer="f(x) = x^2")
+    assert MathVerifier(strict=False).score("\\boxed{f(t) = t^2}", task).reward == 1.0
 
 
 @pytest.mark.parametrize("text,answer", [

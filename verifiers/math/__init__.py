@@ -5,6 +5,10 @@
 True
 >>> is_equivalent("(1, 2)", r"The answer is $\\boxed{(2, 1)}$")
 False
+>>> is_equivalent("72", "Total: 72")
+True
+>>> is_equivalent(r"\\frac{8}{3}", "2.67", precision=2)
+True
 
 :func:`is_equivalent` answers trivially decidable pairs (same text after normalisation, two plain
 numbers) in-process; everything else is parsed and compared in a persistent worker process under
@@ -22,16 +26,18 @@ from fractions import Fraction
 from typing import Any, Iterable, Optional, Sequence
 
 from ..base import CORRECT, INCORRECT, NOT_APPLICABLE, VerifyResult, completion_text
-from .extract import extract_answer
+from .extract import extract_answer, extract_choice, is_choice
 from .normalize import normalize
+from .numbers import DEFAULT_PRECISION, check_precision, fractions_agree
 from .pool import WorkerPool
 from .structure import MAX_ANSWER_CHARS
 
 __all__ = ["is_equivalent", "is_equivalent_batch", "extract_answer", "normalize", "MathVerifier",
-           "DEFAULT_TIMEOUT"]
+           "DEFAULT_TIMEOUT", "DEFAULT_PRECISION"]
 
 DEFAULT_TIMEOUT = 1.5  # seconds per pair; the done-when target is < 2 s for any pair
 _NUMBER = re.compile(r"^-?(?:\d{1,400}(?:\.\d{0,400})?|\.\d{1,400})$")
+_PERCENT = re.compile(r"%|percent|pct")
 _pools: dict = {}
 _pools_lock = threading.Lock()
 
@@ -53,36 +59,62 @@ def _answer(s: Any) -> Optional[str]:
         return None
 
 
-def _fast(g: str, p: str) -> Optional[bool]:
+def _fast(g: str, p: str, precision: int) -> Optional[bool]:
     """Decide normalised answers in-process when it is trivial; ``None`` means "ask a worker"."""
     if g == p and g:
         return True
     if _NUMBER.match(g) and _NUMBER.match(p):
-        a, b = Fraction(g), Fraction(p)
-        if a == b:
-            return True
-        if "." not in g and "." not in p:
-            return False  # two different integers
-        # the same tolerance as the worker's (compare.REL_TOL, plus 1e-12 absolute near zero)
-        return abs(a - b) <= Fraction(1, 10**6) * max(abs(a), abs(b)) or abs(a - b) <= Fraction(1, 10**12)
+        # the worker's rule (verifiers.math.numbers), on exact rationals
+        return fractions_agree(Fraction(g), Fraction(p), "." in g or "." in p, precision)
     return None
 
 
-def is_equivalent(gold: str, pred: str, timeout: float = DEFAULT_TIMEOUT) -> bool:
+def _text_of(s: Any) -> str:
+    return s if isinstance(s, str) else ("" if s is None else str(s))
+
+
+def _answers(gold: Any, pred: Any) -> tuple:
+    """Both final answers; when one is a choice letter (``C``), the other is read as a choice too
+    (``"C. Because …"``, ``"(c)"``) if its plain reading is not already one."""
+    g, p = _answer(gold), _answer(pred)
+    try:
+        gc, pc = bool(g) and is_choice(normalize(g)), bool(p) and is_choice(normalize(p))
+        if gc and not pc:
+            p = extract_choice(_text_of(pred)) or p
+        elif pc and not gc:
+            g = extract_choice(_text_of(gold)) or g
+    except Exception:  # noqa: BLE001 - never raise on any string
+        pass
+    return g, p
+
+
+def is_equivalent(gold: str, pred: str, timeout: float = DEFAULT_TIMEOUT, precision: Optional[int] = None,
+                  strict: bool = True) -> bool:
     """True when ``pred`` states the same final answer as ``gold``.
 
     Both may be bare answers (``"3/4"``) or whole solutions (the final answer is extracted: last
-    ``\\boxed{}``, ``<answer>`` tags, ``####``, "the final answer is", last number). Never raises;
-    returns ``False`` for a missing answer and for a comparison that runs past ``timeout`` seconds.
+    ``\\boxed{}``, ``<answer>`` tags, ``####``, "the final answer is", an answer introduced by a word
+    such as ``Total: 42``, the last number). Never raises on any input; returns ``False`` for a
+    missing answer and for a comparison that runs past ``timeout`` seconds.
+
+    ``precision`` (decimal places, default ``None`` = 6): a decimal answer equals a number when the
+    two agree to that many places, like math-verify's ``float_rounding`` (``precision=2``: ``2.67``
+    equals ``8/3``). Exact numbers are always compared exactly. ``strict`` (default ``True``):
+    variable names must match; ``strict=False`` accepts the same answer in renamed variables
+    (``f(x)`` and ``f(y)``). A bad ``precision`` raises ``ValueError`` (it is the caller's setting,
+    not an answer).
     """
-    return is_equivalent_batch([(gold, pred)], timeout=timeout, workers=1)[0]
+    return is_equivalent_batch([(gold, pred)], timeout=timeout, workers=1, precision=precision, strict=strict)[0]
 
 
 def is_equivalent_batch(pairs: Iterable[Sequence[str]], timeout: float = DEFAULT_TIMEOUT,
-                        workers: Optional[int] = None) -> list[bool]:
+                        workers: Optional[int] = None, precision: Optional[int] = None,
+                        strict: bool = True) -> list[bool]:
     """:func:`is_equivalent` for many ``(gold, pred)`` pairs, on a pool of ``workers`` persistent
     processes (default: the number of CPUs, at most 4). Each pair gets ``timeout`` seconds; parsed
     gold answers are cached inside each worker, so many completions per gold answer are cheap."""
+    places = check_precision(precision)
+    strict = bool(strict)
     pairs = list(pairs)
     out: list = [False] * len(pairs)
     jobs, where = [], []
@@ -91,7 +123,7 @@ def is_equivalent_batch(pairs: Iterable[Sequence[str]], timeout: float = DEFAULT
             gold, pred = pair
         except (TypeError, ValueError):
             continue
-        g, p = _answer(gold), _answer(pred)
+        g, p = _answers(gold, pred)
         if not g or not p:
             continue
         try:
@@ -101,11 +133,12 @@ def is_equivalent_batch(pairs: Iterable[Sequence[str]], timeout: float = DEFAULT
         if len(gn) > MAX_ANSWER_CHARS or len(pn) > MAX_ANSWER_CHARS:
             out[k] = gn == pn  # no real final answer is this long; do not parse it
             continue
-        fast = _fast(gn, pn)
+        # a percentage is compared in the worker (28% is 28 and 0.28, which normalising hides)
+        fast = None if _PERCENT.search(g) or _PERCENT.search(p) else _fast(gn, pn, places)
         if fast is not None:
             out[k] = fast
             continue
-        jobs.append((g, p))
+        jobs.append((g, p, places, strict))
         where.append(k)
     if jobs:
         for k, r in zip(where, _run_jobs(jobs, timeout, workers)):
@@ -120,9 +153,9 @@ def _run_jobs(jobs: list, timeout: float, workers: Optional[int]) -> list:
         from .compare import judge
 
         out = []
-        for g, p in jobs:
+        for job in jobs:
             try:
-                out.append(judge(g, p))
+                out.append(judge(*job))
             except Exception:  # noqa: BLE001 - never raise on any string
                 out.append(False)
         return out
@@ -137,14 +170,18 @@ class MathVerifier:
     """Reward 1.0 when the completion's final answer equals ``task.answer`` (the gold answer).
 
     ``details`` holds the extracted answer; a completion with no answer is a plain 0 (incorrect),
-    and a task without a gold answer is ``n/a``.
+    and a task without a gold answer is ``n/a``. ``precision`` and ``strict`` are
+    :func:`is_equivalent`'s options (defaults: 6 decimal places, variable names must match).
     """
 
     name = "math"
 
-    def __init__(self, timeout: float = DEFAULT_TIMEOUT, workers: Optional[int] = None):
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT, workers: Optional[int] = None,
+                 precision: Optional[int] = None, strict: bool = True):
         self.timeout = timeout
         self.workers = workers
+        self.precision = check_precision(precision)
+        self.strict = bool(strict)
 
     def score(self, completion: Any, task: Any) -> VerifyResult:
         """Score one completion against ``task.answer``."""
@@ -155,7 +192,8 @@ class MathVerifier:
         texts = [completion_text(c) for c in completions]
         golds = [getattr(t, "answer", t) for t in tasks]
         ok = is_equivalent_batch(list(zip([("" if g is None else str(g)) for g in golds], texts)),
-                                 timeout=self.timeout, workers=self.workers)
+                                 timeout=self.timeout, workers=self.workers, precision=self.precision,
+                                 strict=self.strict)
         results = []
         for text, gold, good in zip(texts, golds, ok):
             if gold is None:

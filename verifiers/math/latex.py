@@ -24,7 +24,10 @@ class ParseError(ValueError):
 
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<num>\d+\.?\d*|\.\d+)|(?P<cmd>\\[a-zA-Z]+)|(?P<id>[a-zA-Z])|(?P<op>\*\*|[-+*/^_()\[\]{},!|=<>:;'&]))"
+    # numbers: decimals, scientific notation (1.5e3, 1e-3, 3e5; 2e-1 stays 2e - 1), integers
+    r"\s*(?:(?P<num>(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+(?![\w.]))?"
+    r"|1[eE][-+]?\d+(?![\w.])|\d+[eE]\+?\d+(?![\w.])|\d+)"
+    r"|(?P<cmd>\\[a-zA-Z]+)|(?P<id>[a-zA-Z])|(?P<op>\*\*|[-+*/^_()\[\]{},!|=<>:;'&]))"
 )
 _FUNCS = {
     "sin": sp.sin, "cos": sp.cos, "tan": sp.tan, "sec": sp.sec, "csc": sp.csc, "cot": sp.cot,
@@ -186,7 +189,14 @@ class _Parser:
             if len(text) > 4000:  # int() refuses longer literals anyway; no answer is this long
                 raise ParseError("number literal too long")
             # decimals stay Floats so they compare with a tolerance; integers and fractions are exact
-            val = sp.Float(text, max(30, len(text) + 2)) if "." in text else sp.Integer(text)
+            if "e" in text.lower():  # scientific notation: exact when it is an integer (1e3)
+                mantissa, _, power = text.lower().partition("e")
+                if abs(int(power)) > 400:
+                    raise ParseError("exponent too large")
+                val = sp.Rational(mantissa) * sp.Integer(10) ** int(power)
+                val = sp.Float(val, 30) if "." in mantissa or int(power) < 0 else val
+            else:
+                val = sp.Float(text, max(30, len(text) + 2)) if "." in text else sp.Integer(text)
             if self.peek()[1] == "_":  # a number in another base: 204_5
                 self.next()
                 return sp.Symbol(f"{text}_{self.group_text()}")

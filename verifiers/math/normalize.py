@@ -23,7 +23,8 @@ _RENAME = (
     ("\\geqslant", "\\geq"), ("\\lt", "<"), ("\\gt", ">"), ("\\textnormal", "\\text"),
     ("\\textbf", "\\text"), ("\\textit", "\\text"), ("\\mbox", "\\text"), ("\\operatorname", "\\text"),
     ("\\emph", "\\text"), ("\\tiny", ""), ("\\dots", ""), ("\\ldots", ""), ("\\cdots", ""),
-    ("\\mathbb", ""), ("\\boxed", ""), ("\\fbox", ""),
+    ("\\mathbb", ""), ("\\langle", "("), ("\\rangle", ")"), ("\\varnothing", "\\emptyset"), ("∅", "\\emptyset"),
+    ("\\boxed", ""), ("\\fbox", ""),
     # unicode that models write instead of LaTeX
     ("≤", "\\leq "), ("≥", "\\geq "), ("≠", "\\neq "), ("−", "-"), ("×", "\\times "), ("÷", "\\div "),
     ("π", "\\pi "), ("∞", "\\infty "), ("√", "\\sqrt"), ("²", "^2"), ("³", "^3"), ("°", "^\\circ"),
@@ -32,7 +33,7 @@ _RENAME = (
 )
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree|\^\s*\{\s*\\text\{o\}\s*\}")
 _PERCENT = re.compile(r"\\%|%|\s(?:percent(?:age)?|pct)\b")
-_THOUSANDS = re.compile(r"(?<![\d.(\[{,])(\d{1,3})((?:,\d{3})+)(?![\d,])")
+_THOUSANDS = re.compile(r"(?<![\d.(\[{,])([1-9]\d{0,2})((?:,\d{3})+)(?![\d,])")
 _THIN_THOUSANDS = re.compile(r"(?<=\d)\s?\{\s?,\s?\}\s?(?=\d{3})|(?<=\d),\\!(?=\s?\d{3})")
 _SPACE_THOUSANDS = re.compile(r"(?<![\d.,])(\d{1,3})((?: \d{3})+)(?![\d.,])")
 _MIXED_TEXT = re.compile(r"(?<![\w.,/^{])([+-]?)(\d{1,3}(?: \d{3})+|\d+) (\d+)/(\d+)(?![\w/.^])")
@@ -52,6 +53,8 @@ _UNIT_WORDS = (
 )
 _TRAILING_UNIT = re.compile(r"(?<=[\d}])(?:\s*\\text\{\s*(?:" + _UNIT_WORDS + r"|[a-z])[^{}]*\}|\s+(?:"
                             + _UNIT_WORDS + r")\b)(?:\s*\^\s*\{?[23]\}?)?\s*$")
+_TRAILING_FILLER = re.compile(r"(?<=[\d}])\s+(?:in (?:all|total)|altogether|in each|each|total|overall|in the end)\s*$",
+                              re.IGNORECASE)
 _TRAILING_TEXT = re.compile(r"(?<=[\d}])\s*\\text\{[^{}]*\}(?:\s*\^\s*\{?[23]\}?)?\s*$")
 _CHOICE = re.compile(r"^\(?\s*\\?(?:text\{)?\s*\(?([A-Ea-e])\)?\s*\}?\s*\)?$")
 
@@ -114,9 +117,9 @@ def normalize(s: str) -> str:
     s = " ".join(s.split()).replace("{}", "")
     s = _collapse_nesting(_collapse_nesting(s, "(", ")"), "{", "}")
     s = s.rstrip(" .")
-    # units after a number: "10 \text{ units}", "125 miles", "15 cm^2" → the number
+    # units after a number: "10 \text{ units}", "125 miles", "15 cm^2", "12 in all" → the number
     for _ in range(2):
-        t = _TRAILING_UNIT.sub("", s).strip()
+        t = _TRAILING_UNIT.sub("", _TRAILING_FILLER.sub("", s)).strip()
         t = _TRAILING_TEXT.sub("", t).strip() if t else t
         if t and t != s:
             s = t.rstrip(" .")
