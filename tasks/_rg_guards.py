@@ -166,6 +166,25 @@ GUARDS: dict[str, Guard] = {
 }
 
 
+def _clashing_digits(gold: str) -> list:
+    # two letters on one digit: never a solution (letters stand for distinct digits)
+    pairs = [p.split("=") for p in gold.split(",")]
+    if len(pairs) < 2 or any(len(p) != 2 for p in pairs):
+        return []
+    pairs[1][1] = pairs[0][1]
+    return [",".join("=".join(p) for p in pairs)]
+
+
+def _one_press_more(gold: str) -> list:
+    # longer than the shortest sequence: at best "correct but not optimal" (0.5), never 1
+    return [f"{gold} → {gold.split('→')[-1].strip()}"] if gold.strip() else []
+
+
+#: data set -> answers known to be wrong, for data sets where a changed gold answer may be another
+#: right one (used by ``rlenv audit`` through the env's ``wrong_answers`` and by the sweep test)
+WRONG_ANSWERS: dict[str, Callable[[str], list]] = {"cryptarithm": _clashing_digits, "quantum_lock": _one_press_more}
+
+
 def guard_for(name: str, entry: dict) -> Optional[Guard]:
     """The guard of the data set that made ``entry`` (a composite's entry names its source)."""
     meta = entry.get("metadata") if isinstance(entry, dict) else None

@@ -37,6 +37,7 @@ the package is imported the first time one of these envs is made.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib.util
@@ -45,6 +46,7 @@ import math
 import re
 import sys
 import typing
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -57,7 +59,7 @@ from verifiers.base import CORRECT, INCORRECT, PARTIAL, VerifyResult, completion
 from verifiers.rubric import Component, Rubric
 
 from ._rg_config import coerce
-from ._rg_guards import UNSOUND, guard_for, patch_eval_scorers
+from ._rg_guards import UNSOUND, WRONG_ANSWERS, guard_for, patch_eval_scorers
 
 PACKAGE = "reasoning_gym"
 INSTALL_HINT = "pip install reasoning-gym"
@@ -195,16 +197,31 @@ def metadata_from_json(text: str) -> Any:
 class ReasoningGymSource(TaskSource):
     """Tasks from a reasoning-gym ``ProceduralDataset`` (entry ``i`` is always the same task)."""
 
+    #: entries kept after generation: some data sets take a second to generate one (they solve it),
+    #: and every sample of a group (and every audit probe) asks for the same entry again
+    cache_size = 256
+
     def __init__(self, dataset: Any, name: str):
         self.dataset, self.name = dataset, f"rg/{name}"
         self.dataset_name = name
+        self._cache: OrderedDict = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def entry(self, i: int) -> dict:
+        """Entry ``i`` of the data set (a copy; generated once while it stays in the cache)."""
+        if i in self._cache:
+            self._cache.move_to_end(i)
+        else:
+            self._cache[i] = self.dataset[i]
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return copy.deepcopy(self._cache[i])  # a caller (or a scorer) may change what it gets
+
     def __getitem__(self, index: int) -> Task:
         i = self._check_index(index)
-        entry = self.dataset[i]
+        entry = self.entry(i)
         info = {"rg_dataset": self.dataset_name, "rg_index": i, "rg_metadata": metadata_to_json(entry.get("metadata"))}
         if entry["answer"] is not None:
             info["target"] = render_answer(entry["answer"])
@@ -225,8 +242,10 @@ class ScoreAnswer:
     ``partial_credit``. ``details["rg_score"]`` is the scorer's own number.
     """
 
-    def __init__(self, dataset: Any, name: str = "", partial_credit: bool = False):
+    def __init__(self, dataset: Any, name: str = "", partial_credit: bool = False,
+                 entry_at: Optional[Any] = None):
         self.dataset = dataset
+        self.entry_at = entry_at or dataset.__getitem__
         self.dataset_name = name
         self.partial_credit = partial_credit
         self.name = "score_answer"
@@ -237,7 +256,7 @@ class ScoreAnswer:
         info = getattr(task, "info", None) or {}
         meta = info.get("rg_metadata")
         if meta is None:
-            return self.dataset[int(info["rg_index"])]
+            return self.entry_at(int(info["rg_index"]))
         return {"question": task.prompt, "answer": task.answer, "metadata": metadata_from_json(meta)}
 
     def _scorer_error(self, answer: Any, entry: dict, error: Exception) -> VerifyResult:
@@ -284,6 +303,21 @@ class ReasoningGymEnv(SingleTurnEnv):
         """The completion that states ``answer`` for ``task``: ``<answer>{answer}</answer>``."""
         return render_answer(answer)
 
+    def wrong_answers(self, task: Task) -> Optional[list]:
+        """Answers known to be wrong for ``task`` where the data set accepts several right ones
+        (``None`` elsewhere: a changed gold answer is wrong there)."""
+        if task.answer is None:
+            return None
+        meta = self.rubric.components[0].verifier.entry(task).get("metadata") or {}
+        make = WRONG_ANSWERS.get(meta.get("source_dataset", task.info.get("rg_dataset", "")))
+        if make is not None:
+            return make(str(task.answer))
+        if "valid_answers" in meta:  # n_queens lists every right board (a reversed one is one of them)
+            from rlenv.audit_probes import wrong_variants
+
+            return [w for w in wrong_variants(str(task.answer)) if w not in meta["valid_answers"]]
+        return None
+
 
 def has_answer_tag(completion: Any, task: Any) -> float:
     """Format metric: 1.0 when the completion has an ``<answer>…</answer>`` span."""
@@ -320,9 +354,10 @@ def make_env(name: str, difficulty: Optional[int] = None, levels: Optional[dict]
     dataset_cls, _ = sys.modules["reasoning_gym.factory"].DATASETS[name]
     dataset = dataset_cls(config=build)
     prompt = SYSTEM_PROMPTS.get(system_prompt, system_prompt) if isinstance(system_prompt, str) else system_prompt
-    rubric = Rubric([Component(ScoreAnswer(dataset, name, bool(partial_credit)), 1.0, name="correct"),
+    source = ReasoningGymSource(dataset, name)
+    rubric = Rubric([Component(ScoreAnswer(dataset, name, bool(partial_credit), source.entry), 1.0, name="correct"),
                      Component(has_answer_tag, 0.0, name="format")])
-    return ReasoningGymEnv(ReasoningGymSource(dataset, name), rubric, system_prompt=prompt)
+    return ReasoningGymEnv(source, rubric, system_prompt=prompt)
 
 
 def register_all() -> list[str]:

@@ -13,6 +13,7 @@ import rlenv
 
 pytest.importorskip("reasoning_gym", reason="the optional reasoning-gym package is not installed")
 
+from rlenv.audit_probes import wrong_variant  # noqa: E402
 from tasks import reasoning_gym as rgenv  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -170,10 +171,6 @@ INJECTIONS = ["__import__('pathlib').Path('PROBE_FILE').touch()",
 NO_GOLD = {"boxnet", "graph_color", "propositional_logic", "rubiks_cube", "rush_hour"}
 
 
-#: data sets whose scorer verifies a proposed solution, so a changed gold answer may be another
-#: right one (checked by the scorer's own simulation): the "wrong" answer is not asked of them
-ALTERNATIVES = {"cryptarithm": "another digit mapping can satisfy the sum (C=4 and C=5 in WCJHH = EHJ + WLD)",
-                "quantum_lock": "another button sequence of the same length can reach the target"}
 #: reasoning-gym gold answers our checks reject, with the reason
 BAD_GOLD = {"intermediate_integration": ("Integral(", "the gold answer is sympy's unevaluated Integral(...), a "
                                          "restatement of the question that the scorer would accept for every task")}
@@ -190,36 +187,19 @@ def _same(a, b) -> bool:
         return False
 
 
-def wrong_variant(gold: str) -> str:
-    """``gold`` made wrong: its first digit changed, a yes/no flipped, or its first two distinct
-    letters swapped."""
-    flips = {"true": "False", "false": "True", "yes": "No", "no": "Yes"}
-    if gold.strip().lower() in flips:
-        return flips[gold.strip().lower()]
-    for i, c in enumerate(gold):
-        if c.isdigit():
-            return gold[:i] + str((int(c) + 1) % 10) + gold[i + 1:]
-    alnum = [i for i, c in enumerate(gold) if c.isalnum()]
-    j = next((k for k in alnum if gold[k] != gold[alnum[0]]), None) if alnum else None
-    if j is None:
-        return gold + "x"
-    i = alnum[0]
-    return gold[:i] + gold[j] + gold[i + 1:j] + gold[i] + gold[j + 1:]
-
-
-def sweep_answers(name: str, task, others) -> dict:
+def sweep_answers(env, task, others) -> dict:
     """label -> a wrong answer for ``task``, or a pair of hedges (the gold answer with a wrong one,
-    in both orders: a scorer that reads one position rewards at most one order)."""
+    in both orders: a scorer that reads one position rewards at most one order). Wrong answers are
+    the env's own where it knows them (puzzles with several solutions), else the gold one changed."""
     gold = task.answer
     answers = {f"junk {j[:12]!r}": j for j in JUNK}
     answers["question"] = task.prompt
     if gold is not None:
-        wrong = wrong_variant(str(gold))
+        wrong = (env.wrong_answers(task) or [wrong_variant(str(gold))])[0]
         answers["spam"] = ", ".join([wrong, "7", str(gold), "13", "x"])
-        if name not in ALTERNATIVES:
-            answers["wrong"] = wrong
-            for sep in (", ", " or ", "\n", " "):
-                answers[f"hedge {sep!r}"] = (f"{gold}{sep}{wrong}", f"{wrong}{sep}{gold}")
+        answers["wrong"] = wrong
+        for sep in (", ", " or ", "\n", " "):
+            answers[f"hedge {sep!r}"] = (f"{gold}{sep}{wrong}", f"{wrong}{sep}{gold}")
     for k, other in enumerate(others):
         if other.answer is not None:
             answers[f"other task's gold {k}"] = other.answer
@@ -251,7 +231,7 @@ def sweep(name: str, seeds: int = 10, battery_tasks: int = 3, probe_file: str = 
             if not (known and known[0] in task.answer):
                 out["gold"].append((task.id, task.answer))
     for task in tasks[:battery_tasks]:
-        answers = sweep_answers(name, task, tasks[battery_tasks:battery_tasks + 3])
+        answers = sweep_answers(env, task, tasks[battery_tasks:battery_tasks + 3])
         answers.update({f"injection {k}": p.replace("PROBE_FILE", probe_file) for k, p in enumerate(INJECTIONS)})
         for label, answer in answers.items():
             reward = min(score(task, a) for a in answer) if isinstance(answer, tuple) else score(task, answer)

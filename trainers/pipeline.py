@@ -116,6 +116,10 @@ def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] 
         env = curriculum.make_env()  # offline stages (sft, rm, dpo) use the first level
     else:
         env = rlenv.make(spec.env.id, **spec.env.kwargs)
+    from rlenv.audit import audit_before_training  # reward-hacking check before the first step (env.audit)
+
+    audit_before_training(curriculum.make_env if curriculum else lambda: rlenv.make(spec.env.id, **spec.env.kwargs),
+                          spec.env.audit, spec.env.id)
     model = spec.model.path
     reward_model: Optional[str] = None
     results = []
