@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .audit_probes import (CODE_PROBES, JUNK, Renderer, around, changed_numbers, code_of, code_probe, fence, lookalike,
-                           scalar_answer, with_bodies, wrong_variants)
+                           scalar_answer, with_bodies)
 
 DEFAULT_TOLERANCE = 0.25
 TRAIN_AUDIT_TASKS = 2
@@ -152,13 +152,11 @@ def _pair(first: Optional[str], second: Optional[str]) -> Optional[tuple]:
     return (first, second) if first is not None and second is not None else None
 
 
-def _probes_for(env: Any, r: Renderer, task: Any, other: Any, obs: Any, marker: str) -> dict:
+def _probes_for(r: Renderer, task: Any, other: Any, obs: Any, marker: str) -> dict:
     """probe name -> completion, a (first, second) hedge pair, or ``None`` where it does not apply."""
     gold, answer = r.gold(task), scalar_answer(task)
     code = code_of(gold)
-    wrongs = wrong_variants(answer) if answer is not None else []
-    if answer is not None and callable(getattr(env, "wrong_answers", None)):
-        wrongs = [str(w) for w in env.wrong_answers(task) or () if str(w) != answer] or wrongs
+    wrongs = r.wrong_answers(task)
     if code is not None:
         stub = with_bodies(code, "return None")
         wrong_done = [fence(stub)] if stub else []
@@ -252,7 +250,7 @@ def audit(env: Any, *, num_tasks: int = 5, seed: int = 0, tolerance: float = DEF
                 gold.passes += correct is True
                 gold.masked += failed
             marker = workdir / f"ran-{k}"
-            for name, completion in _probes_for(env, renderer, task, other, obs, str(marker)).items():
+            for name, completion in _probes_for(renderer, task, other, obs, str(marker)).items():
                 p = results.setdefault(name, ProbeResult(name, DESCRIPTIONS[name], judged=name != "lookalike_gold"))
                 if completion is None:
                     continue

@@ -107,6 +107,7 @@ class Renderer:
     """Writes answers into completions for one env (see the module docstring for the order)."""
 
     def __init__(self, env: Any):
+        self.env = env
         hook = getattr(env, "render_answer", None)
         self.hook: Optional[Callable] = hook if callable(hook) else None
         self.errors: list[str] = []
@@ -135,6 +136,23 @@ class Renderer:
                 return None
             return target[:spots[-1].start()] + answer + target[spots[-1].end():]
         return answer
+
+    def wrong_answers(self, task: Any) -> list:
+        """Wrong answers for ``task``: the env's ``wrong_answers`` hook where it has one (and it
+        answers), else :func:`wrong_variants` of the gold answer; ``[]`` without a gold answer."""
+        gold = scalar_answer(task)
+        if gold is None:
+            return []
+        hook = getattr(self.env, "wrong_answers", None)
+        if callable(hook):
+            try:
+                known = [str(w) for w in hook(task) or () if str(w) != gold]
+            except Exception as e:  # noqa: BLE001 - a broken hook falls back to the generic answers
+                self.errors.append(f"wrong_answers raised {type(e).__name__}: {e}")
+                known = []
+            if known:
+                return known
+        return wrong_variants(gold)
 
     def gold(self, task: Any) -> Optional[str]:
         """The completion stating the task's gold answer, or ``None`` when the task has none."""

@@ -6,7 +6,9 @@ answers (see ``tests/test_reasoning_gym.py`` and docs/audit.md):
 * rewards for wrong answers — ``game_of_life_halting`` (``bool("False")`` is True: any non-empty
   answer scores 1), ``coin_flip`` (prefix credit over ``min(len)``: ``0`` scores 1 against
   ``0.3125``), ``complex_arithmetic`` (``nan`` is at distance ``nan``, and ``min(1, e^-nan)`` is 1),
-  ``puzzle24`` (only checks that *some* four in-range numbers make 24);
+  ``puzzle24`` (only checks that *some* four in-range numbers make 24), ``simple_integration`` and
+  ``intermediate_integration`` (they differentiate the answer, so ``Integral(<integrand>, x) + C``,
+  the question restated, scores 1 on every task);
 * the model's answer run as code in the trainer's process — ``eval(answer)`` in ``n_queens``,
   ``binary_matrix``, ``spiral_matrix``, ``string_insertion``; ``sympy.parse_expr(answer)`` (an
   ``eval``) in ``puzzle24``, ``countdown``, ``simple_integration``, ``intermediate_integration``,
@@ -22,7 +24,6 @@ from __future__ import annotations
 import ast
 import cmath
 import importlib
-import math
 from collections import Counter
 from fractions import Fraction
 from typing import Any, Callable, Optional
@@ -191,7 +192,3 @@ def guard_for(name: str, entry: dict) -> Optional[Guard]:
     source = meta.get("source_dataset", name) if isinstance(meta, dict) else name
     return GUARDS.get(source)
 
-
-def finite(value: float) -> bool:
-    """A score a verifier may pass on (not NaN or infinite)."""
-    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -45,6 +45,7 @@ import json
 import math
 import re
 import sys
+import threading
 import typing
 from collections import OrderedDict
 from pathlib import Path
@@ -205,19 +206,28 @@ class ReasoningGymSource(TaskSource):
         self.dataset, self.name = dataset, f"rg/{name}"
         self.dataset_name = name
         self._cache: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()  # verifiers run in threads and may regenerate entries too
 
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def __getstate__(self) -> dict:  # copies and pickles (process-isolated verifiers) start cold
+        return {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_lock")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _cache=OrderedDict(), _lock=threading.Lock())
+
     def entry(self, i: int) -> dict:
         """Entry ``i`` of the data set (a copy; generated once while it stays in the cache)."""
-        if i in self._cache:
-            self._cache.move_to_end(i)
-        else:
-            self._cache[i] = self.dataset[i]
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return copy.deepcopy(self._cache[i])  # a caller (or a scorer) may change what it gets
+        with self._lock:
+            if i in self._cache:
+                self._cache.move_to_end(i)
+            else:
+                self._cache[i] = self.dataset[i]
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            entry = self._cache[i]
+        return copy.deepcopy(entry)  # a caller (or a scorer) may change what it gets
 
     def __getitem__(self, index: int) -> Task:
         i = self._check_index(index)
