@@ -6,6 +6,8 @@
     rlenv eval ENV_ID --model PATH [-n N] [-k K] [--num-tasks T] [--out samples.jsonl]
     rlenv eval ENV_ID --base-url URL --model NAME [--tokenizer PATH]
     rlenv train SPEC.yaml [key=value …]          run the spec's stages
+    rlenv audit ENV_ID [--num-tasks N] [--json]  reward-hacking audit; exit 1 when the env is flagged
+    rlenv audit --all                            the same for every registered env, one row each
 
 Bad input (a spec error, an unknown env id, a bad override) prints one line per problem to stderr
 and exits with status 2 — no traceback. Heavy modules (torch, trainers, tasks) are imported only
@@ -173,10 +175,51 @@ def _preflight(env: Any = None, run: Optional[Callable] = None) -> Any:
 
 
 def cmd_train(args) -> int:
-    spec = _load_spec(args.spec, args.overrides)  # fail fast, before torch or a model is loaded
+    overrides = list(args.overrides) + ([f"env.audit={args.audit}"] if args.audit else [])
+    spec = _load_spec(args.spec, overrides)  # fail fast, before torch or a model is loaded
     run_spec = _optional("trainers.pipeline", "run_spec", "rlenv train")
-    _preflight(run=lambda: run_spec(spec))  # already validated, overrides applied; run_spec checks the env first
+    from .audit import AuditRefusal
+
+    try:
+        _preflight(run=lambda: run_spec(spec))  # validated, overrides applied; run_spec checks the env first
+    except AuditRefusal as e:
+        raise CLIError(str(e), code=1) from None
     return 0
+
+
+def cmd_audit(args) -> int:
+    from . import registry
+    from .audit import audit, audit_ids, markdown_row
+
+    env_kwargs = _parse_kv(args.env_kwargs, "--env-kwarg")
+    if (args.env_id is None) == (not args.all):
+        raise CLIError("give one ENV_ID, or --all for every registered env")
+    if args.num_tasks < 1:
+        raise CLIError(f"--num-tasks must be ≥ 1, got {args.num_tasks}")
+    if not 0 < args.tolerance < 1:
+        raise CLIError(f"--tolerance must be in (0, 1), got {args.tolerance}")
+    options = {"num_tasks": args.num_tasks, "seed": args.seed, "tolerance": args.tolerance}
+    if args.all:
+        bad = False
+        if not args.json:
+            print("| env | status | flagged probes / why |\n| --- | --- | --- |")
+        for env_id, outcome in audit_ids(registry.envs(), env_kwargs, **options):
+            bad |= not isinstance(outcome, str) and outcome.status != "ok"
+            print(json.dumps({"env_id": env_id, "error": outcome} if isinstance(outcome, str) else outcome.to_dict(),
+                             default=str) if args.json else markdown_row(env_id, outcome), flush=True)
+        return 1 if bad else 0
+    try:
+        env = registry.make(args.env_id, **env_kwargs)
+    except LookupError as e:
+        raise CLIError(str(e)) from None
+    except (TypeError, ValueError, FileNotFoundError, ImportError) as e:  # the factory refused (or its kwargs)
+        raise CLIError(str(e)) from None
+    try:
+        report = audit(env, env_id=args.env_id, **options)
+    except (ValueError, RuntimeError, TypeError) as e:  # the env does not expose what the audit needs
+        raise CLIError(str(e)) from None
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.table())
+    return 0 if report.status == "ok" else 1
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -226,7 +269,26 @@ def build_parser() -> argparse.ArgumentParser:
                        "then run its stages (sft, rm, grpo, ppo, dpo, online_dpo) in order.")
     s.add_argument("spec", metavar="SPEC.yaml")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. stages[0].sft.max_steps=10")
+    s.add_argument("--audit", choices=["warn", "refuse", "off"], default=None,
+                   help="the reward-hacking audit before the first step (default: the spec's env.audit, warn)")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("audit", help="reward-hacking audit of an env",
+                       description="Play adversarial completions (junk, wrong answers in the right format, spam, "
+                       "hedges, look-alike unicode, code injection, fake-pass tricks for code) through ENV_ID's "
+                       "reset/step next to the gold completion; report each probe's mean reward and exit 1 when a "
+                       "probe earns reward it should not (see docs/audit.md).")
+    s.add_argument("env_id", metavar="ENV_ID", nargs="?")
+    s.add_argument("--all", action="store_true", help="audit every registered env: one markdown row each "
+                   "(envs that need arguments or refuse to build are listed as not audited)")
+    s.add_argument("--num-tasks", type=int, default=5, help="tasks to audit (default 5)")
+    s.add_argument("--seed", type=int, default=0, help="tasks are reset(seed=SEED+i) (default 0)")
+    s.add_argument("--tolerance", type=float, default=0.25, help="a probe is flagged above this share of the gold "
+                   "reward (default 0.25); any correct verdict or masked sample flags it regardless")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.add_argument("--env-kwarg", dest="env_kwargs", action="append", default=[], metavar="key=value",
+                   help="an argument for the env factory (repeatable)")
+    s.set_defaults(func=cmd_audit)
     return p
 
 

@@ -98,12 +98,14 @@ class CurriculumSpec(_Strict):
 
 
 class EnvRef(_Strict):
-    """Which registered env to train and evaluate on, its keyword arguments and an optional
-    curriculum over one of them."""
+    """Which registered env to train and evaluate on, its keyword arguments, an optional
+    curriculum over one of them, and what ``rlenv train`` does when the reward-hacking audit
+    (:mod:`rlenv.audit`, run before the first step) flags the env: ``warn``, ``refuse`` or ``off``."""
 
     id: str = Field(min_length=1)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     curriculum: Optional[CurriculumSpec] = None
+    audit: Literal["warn", "refuse", "off"] = "warn"
 
     @model_validator(mode="after")
     def _knob_not_in_kwargs(self) -> "EnvRef":

@@ -6,10 +6,29 @@
 
 The prompt is reasoning-gym's question under its ``default`` system prompt; the model answers
 inside ``<answer>…</answer>`` tags, read with reasoning-gym's own ``extract_answer`` and scored by
-the data set's own ``score_answer`` (rewards in [0, 1], partial credit where the data set gives
-it). ``difficulty`` is the data set's curriculum level (``set_global_level``): ``None`` keeps the
+the data set's own ``score_answer``. The reward is 1 when that scorer says fully right and 0
+otherwise; ``partial_credit=True`` passes its graded score on instead (format credit, hedges that
+contain the answer and near misses then earn a fraction — `rlenv audit` flags that). Every task
+carries ``info["target"]``, the ideal completion ``<answer>{gold}</answer>``, where the data set
+has a gold answer.
+
+Where a scorer is known to reward wrong answers or to run the answer as code, a check of ours
+(:mod:`tasks._rg_guards`) stands in front of it; a scorer that raises on the model's answer scores
+0 (the answer is wrong), and only a failure on the task itself is masked. A data set whose scorer
+no check can repair refuses to build unless ``allow_unsound_scorer=True``.
+
+``difficulty`` is the data set's curriculum level (``set_global_level``): ``None`` keeps the
 data set's default config, 0 is the easiest level. It is the knob a run spec's ``env.curriculum``
-raises.
+raises. ``config`` fields may be plain YAML data: nested dataclasses (``composite``'s ``datasets``),
+enums, tuples and dates are built from it::
+
+    env:
+      id: rg/composite-v0
+      kwargs:
+        config:
+          datasets:
+            - {name: leg_counting, weight: 2, config: {min_animals: 2}}
+            - {name: basic_arithmetic, weight: 1, config: {}}
 
 Ids are registered from a scan of the installed package's sources (the names its modules pass to
 ``register_dataset``), so importing ``tasks`` neither imports reasoning-gym (seconds) nor needs it;
@@ -18,12 +37,17 @@ the package is imported the first time one of these envs is made.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib.util
 import json
+import math
 import re
 import sys
+import threading
+import typing
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -34,6 +58,9 @@ from rlenv.registry import registry as _registry
 from rlenv.sources import TaskSource
 from verifiers.base import CORRECT, INCORRECT, PARTIAL, VerifyResult, completion_text
 from verifiers.rubric import Component, Rubric
+
+from ._rg_config import coerce
+from ._rg_guards import UNSOUND, WRONG_ANSWERS, guard_for, patch_eval_scorers
 
 PACKAGE = "reasoning_gym"
 INSTALL_HINT = "pip install reasoning-gym"
@@ -84,6 +111,7 @@ def _import_rg(name: str):
         close = difflib.get_close_matches(name, list(factory.DATASETS), n=3)
         hint = f" Did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
         raise ValueError(f"reasoning-gym has no data set {name!r}.{hint} Run `rlenv envs` to list the rg/ ids.")
+    patch_eval_scorers()  # before any scorer sees a model's answer
     return factory
 
 
@@ -98,6 +126,8 @@ def build_config(name: str, difficulty: Optional[int] = None, levels: Optional[d
     unknown = sorted(set(config) - fields)
     if unknown:
         raise ValueError(f"rg/{name}-v0: config has unknown fields {unknown}; {config_cls.__name__} has {sorted(fields)}")
+    hints = typing.get_type_hints(config_cls)
+    config = {k: coerce(v, hints.get(k, Any), f"rg/{name}-v0: config.{k}") for k, v in config.items()}
     base = {k: v for k, v in (("seed", seed), ("size", size)) if k in fields}
     if difficulty is None and not levels:
         cfg = config_cls(**base)
@@ -121,6 +151,9 @@ def build_config(name: str, difficulty: Optional[int] = None, levels: Optional[d
             cur.set_attr_level(attr, level)
         cfg = cur.generate_configuration(base)
     cfg = dataclasses.replace(cfg, **config)
+    if name == "composite" and not getattr(cfg, "datasets", None):
+        raise ValueError("rg/composite-v0 needs config={'datasets': [{'name': 'leg_counting', 'weight': 1, "
+                         "'config': {}}, ...]}: the reasoning-gym data sets to mix, with weights")
     if hasattr(cfg, "validate"):
         try:
             cfg.validate()
@@ -165,26 +198,66 @@ def metadata_from_json(text: str) -> Any:
 class ReasoningGymSource(TaskSource):
     """Tasks from a reasoning-gym ``ProceduralDataset`` (entry ``i`` is always the same task)."""
 
+    #: entries kept after generation: some data sets take a second to generate one (they solve it),
+    #: and every sample of a group (and every audit probe) asks for the same entry again
+    cache_size = 256
+
     def __init__(self, dataset: Any, name: str):
         self.dataset, self.name = dataset, f"rg/{name}"
         self.dataset_name = name
+        self._cache: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()  # verifiers run in threads and may regenerate entries too
 
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def __getstate__(self) -> dict:  # copies and pickles (process-isolated verifiers) start cold
+        return {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_lock")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _cache=OrderedDict(), _lock=threading.Lock())
+
+    def entry(self, i: int) -> dict:
+        """Entry ``i`` of the data set (a copy; generated once while it stays in the cache)."""
+        with self._lock:
+            if i in self._cache:
+                self._cache.move_to_end(i)
+            else:
+                self._cache[i] = self.dataset[i]
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            entry = self._cache[i]
+        return copy.deepcopy(entry)  # a caller (or a scorer) may change what it gets
+
     def __getitem__(self, index: int) -> Task:
         i = self._check_index(index)
-        entry = self.dataset[i]
+        entry = self.entry(i)
         info = {"rg_dataset": self.dataset_name, "rg_index": i, "rg_metadata": metadata_to_json(entry.get("metadata"))}
+        if entry["answer"] is not None:
+            info["target"] = render_answer(entry["answer"])
         return Task(prompt=entry["question"], answer=entry["answer"], info=info, id=f"{self.name}-{i}")
+
+
+def render_answer(answer: Any) -> str:
+    """The completion that states ``answer`` in the format these envs read."""
+    return f"<answer>{answer}</answer>"
 
 
 class ScoreAnswer:
     """A reasoning-gym data set's own ``score_answer`` as a verifier: the answer is the last
-    ``<answer>…</answer>`` of the completion (reasoning-gym's ``extract_answer``)."""
+    ``<answer>…</answer>`` of the completion (reasoning-gym's ``extract_answer``).
 
-    def __init__(self, dataset: Any):
+    Our guard for the data set (if any) may reject the answer first; the scorer raising on the
+    answer scores 0. Reward 1 when the scorer's score is 1, else 0 — or the score itself with
+    ``partial_credit``. ``details["rg_score"]`` is the scorer's own number.
+    """
+
+    def __init__(self, dataset: Any, name: str = "", partial_credit: bool = False,
+                 entry_at: Optional[Any] = None):
         self.dataset = dataset
+        self.entry_at = entry_at or dataset.__getitem__
+        self.dataset_name = name
+        self.partial_credit = partial_credit
         self.name = "score_answer"
 
     def entry(self, task: Any) -> dict:
@@ -193,17 +266,67 @@ class ScoreAnswer:
         info = getattr(task, "info", None) or {}
         meta = info.get("rg_metadata")
         if meta is None:
-            return self.dataset[int(info["rg_index"])]
+            return self.entry_at(int(info["rg_index"]))
         return {"question": task.prompt, "answer": task.answer, "metadata": metadata_from_json(meta)}
 
+    def _scorer_error(self, answer: Any, entry: dict, error: Exception) -> VerifyResult:
+        """The scorer raised on ``answer``: a wrong answer (0) when it scores the entry's own gold
+        answer, our fault (raised, so the sample is masked) when it fails on that too."""
+        gold = entry.get("answer")
+        if gold is not None:
+            try:
+                if gold == answer:
+                    raise error
+                self.dataset.score_answer(answer=gold, entry=entry)
+            except Exception:
+                raise RuntimeError(f"reasoning-gym's {self.dataset_name} scorer fails on the task's own gold "
+                                   f"answer ({type(error).__name__}: {error})") from error
+        why = f"{type(error).__name__}: {error}"[:200]
+        return VerifyResult(0.0, INCORRECT, {"parsed": answer, "rejected": f"the scorer raised {why}"})
+
     def score(self, completion: Any, task: Any) -> VerifyResult:
-        """``score_answer(extract_answer(completion), entry)`` as a :class:`VerifyResult`."""
+        """``score_answer(extract_answer(completion), entry)`` behind our guard, as a :class:`VerifyResult`."""
         from reasoning_gym.utils import extract_answer
 
         answer = extract_answer(completion_text(completion))
-        value = float(self.dataset.score_answer(answer=answer, entry=self.entry(task)))
-        verdict = CORRECT if value >= 1.0 else INCORRECT if value <= 0.0 else PARTIAL
-        return VerifyResult(value, verdict, {"parsed": answer})
+        entry = self.entry(task)  # a failure here is ours: it raises and the sample is masked
+        guard = guard_for(self.dataset_name, entry) if answer is not None else None
+        problem = guard(answer, entry) if guard is not None else None
+        if problem:
+            return VerifyResult(0.0, INCORRECT, {"parsed": answer, "rejected": problem})
+        try:
+            value = float(self.dataset.score_answer(answer=answer, entry=entry))
+        except Exception as e:  # noqa: BLE001 - any scorer bug on the answer is a wrong answer
+            return self._scorer_error(answer, entry, e)
+        if not math.isfinite(value):
+            return VerifyResult(0.0, INCORRECT, {"parsed": answer, "rejected": f"the scorer returned {value}"})
+        reward = min(max(value, 0.0), 1.0) if self.partial_credit else float(value >= 1.0)
+        verdict = CORRECT if reward >= 1.0 else INCORRECT if reward <= 0.0 else PARTIAL
+        return VerifyResult(reward, verdict, {"parsed": answer, "rg_score": value})
+
+
+class ReasoningGymEnv(SingleTurnEnv):
+    """A :class:`SingleTurnEnv` over one reasoning-gym data set; :meth:`render_answer` tells tools
+    such as ``rlenv audit`` how an answer is written in a completion."""
+
+    def render_answer(self, task: Task, answer: Any) -> str:
+        """The completion that states ``answer`` for ``task``: ``<answer>{answer}</answer>``."""
+        return render_answer(answer)
+
+    def wrong_answers(self, task: Task) -> Optional[list]:
+        """Answers known to be wrong for ``task`` where the data set accepts several right ones
+        (``None`` elsewhere: a changed gold answer is wrong there)."""
+        if task.answer is None:
+            return None
+        meta = self.rubric.components[0].verifier.entry(task).get("metadata") or {}
+        make = WRONG_ANSWERS.get(meta.get("source_dataset", task.info.get("rg_dataset", "")))
+        if make is not None:
+            return make(str(task.answer))
+        if "valid_answers" in meta:  # n_queens lists every right board (a reversed one is one of them)
+            from rlenv.audit_probes import wrong_variants
+
+            return [w for w in wrong_variants(str(task.answer)) if w not in meta["valid_answers"]]
+        return None
 
 
 def has_answer_tag(completion: Any, task: Any) -> float:
@@ -213,23 +336,38 @@ def has_answer_tag(completion: Any, task: Any) -> float:
     return float(extract_answer(completion_text(completion)) is not None)
 
 
+def _refusal(name: str, cfg: Any) -> Optional[str]:
+    """Why the data set's scorer cannot be trusted (a composite: any of its parts), or ``None``."""
+    names = [d.name for d in cfg.datasets] if name == "composite" else [name]
+    bad = [f"{n}: {UNSOUND[n]}" for n in names if n in UNSOUND]
+    return "; ".join(bad) or None
+
+
 def make_env(name: str, difficulty: Optional[int] = None, levels: Optional[dict] = None,
              config: Optional[dict] = None, seed: int = 0, size: int = 10_000,
-             system_prompt: Optional[str] = "default") -> SingleTurnEnv:
+             system_prompt: Optional[str] = "default", partial_credit: bool = False,
+             allow_unsound_scorer: bool = False) -> ReasoningGymEnv:
     """Build the env for reasoning-gym data set ``name`` (see the module docstring).
 
     ``system_prompt`` is a key of reasoning-gym's ``SYSTEM_PROMPTS`` (``default``, ``DeepSeekZero``,
-    ``simple``, ``direct``, …), your own text, or ``None`` for none.
+    ``simple``, ``direct``, …), your own text, or ``None`` for none. ``partial_credit`` passes the
+    scorer's graded score on instead of 1/0; ``allow_unsound_scorer`` builds a data set whose
+    scorer is known to reward wrong answers (see :data:`tasks._rg_guards.UNSOUND`).
     """
     build = build_config(name, difficulty, levels, config, seed, size)
+    problem = _refusal(name, build)
+    if problem and not allow_unsound_scorer:
+        raise ValueError(f"rg/{name}-v0 refuses to build: {problem}. Its rewards would train the wrong "
+                         f"behaviour; pass allow_unsound_scorer=True to use it anyway")
     from reasoning_gym.utils import SYSTEM_PROMPTS
 
     dataset_cls, _ = sys.modules["reasoning_gym.factory"].DATASETS[name]
     dataset = dataset_cls(config=build)
     prompt = SYSTEM_PROMPTS.get(system_prompt, system_prompt) if isinstance(system_prompt, str) else system_prompt
-    rubric = Rubric([Component(ScoreAnswer(dataset), 1.0, name="correct"),
+    source = ReasoningGymSource(dataset, name)
+    rubric = Rubric([Component(ScoreAnswer(dataset, name, bool(partial_credit), source.entry), 1.0, name="correct"),
                      Component(has_answer_tag, 0.0, name="format")])
-    return SingleTurnEnv(ReasoningGymSource(dataset, name), rubric, system_prompt=prompt)
+    return ReasoningGymEnv(source, rubric, system_prompt=prompt)
 
 
 def register_all() -> list[str]:

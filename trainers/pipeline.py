@@ -117,6 +117,10 @@ def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] 
     else:
         env = rlenv.make(spec.env.id, **spec.env.kwargs)
     getattr(env, "preflight", lambda: None)()  # e.g. a code env without a sandbox: stop before any stage
+    from rlenv.audit import audit_before_training  # reward-hacking check before the first step (env.audit)
+
+    audit_before_training(curriculum.make_env if curriculum else lambda: rlenv.make(spec.env.id, **spec.env.kwargs),
+                          spec.env.audit, spec.env.id)
     model = spec.model.path
     reward_model: Optional[str] = None
     results = []
