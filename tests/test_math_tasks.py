@@ -61,3 +61,24 @@ def test_echoing_the_prompt_scores_zero(env_id):
         obs, _ = env.reset(options={"task_index": i})
         echo = "\n".join(m["content"] for m in obs)
         assert env.step(echo)[1] == 0.0, obs[-1]["content"][:80]
+
+
+@pytest.mark.parametrize("prompt,gold,restated", [
+    ("Simplify $\\sqrt{8}$.", "2\\sqrt{2}", "\\boxed{\\sqrt 8}"),
+    ("What is $2+3$?", "5", "The answer is $2+3$."),
+    ("Compute $\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}\\begin{pmatrix} 1 \\\\ 0 \\end{pmatrix}$.",
+     "\\begin{pmatrix} 1 \\\\ 3 \\end{pmatrix}",
+     "\\boxed{\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}\\begin{pmatrix} 1 \\\\ 0 \\end{pmatrix}}"),
+])
+def test_an_expression_copied_from_the_question_is_not_an_answer(prompt, gold, restated):
+    """sympy finds the question's own expression equal to its value; rewarding that teaches echoing
+    (``rlenv audit math-v0`` flagged it). The gold answer as written, and plain numbers, still pass."""
+    from verifiers.math import MathVerifier
+
+    task = rlenv.Task(prompt=prompt, answer=gold)
+    verifier = MathVerifier()
+    assert verifier.score(restated, task).reward == 0.0
+    assert verifier.score(f"\\boxed{{{gold}}}", task).reward == 1.0
+    assert MathVerifier(reject_restated=False).score(restated, task).reward == 1.0
+    larger = rlenv.Task(prompt="Which is larger, $\\frac{3}{4}$ or $\\frac{2}{3}$?", answer="\\frac34")
+    assert verifier.score("\\boxed{\\frac{3}{4}}", larger).reward == 1.0

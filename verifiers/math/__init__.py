@@ -172,13 +172,16 @@ class MathVerifier:
     ``details`` holds the extracted answer; a completion with no answer is a plain 0 (incorrect),
     and a task without a gold answer is ``n/a``. ``precision`` and ``strict`` are
     :func:`is_equivalent`'s options (defaults: 6 decimal places, variable names must match).
+    ``reject_restated`` (default ``True``): an answer that copies an expression from the task's
+    prompt (not the gold answer as written) scores 0 — see :func:`restates_question`.
     """
 
     name = "math"
 
     def __init__(self, timeout: float = DEFAULT_TIMEOUT, workers: Optional[int] = None,
-                 precision: Optional[int] = None, strict: bool = True):
+                 precision: Optional[int] = None, strict: bool = True, reject_restated: bool = True):
         self.timeout = timeout
+        self.reject_restated = bool(reject_restated)
         self.workers = workers
         self.precision = check_precision(precision)
         self.strict = bool(strict)
@@ -195,13 +198,48 @@ class MathVerifier:
                                  timeout=self.timeout, workers=self.workers, precision=self.precision,
                                  strict=self.strict)
         results = []
-        for text, gold, good in zip(texts, golds, ok):
+        for text, gold, good, task in zip(texts, golds, ok, tasks):
             if gold is None:
                 results.append(VerifyResult(0.0, NOT_APPLICABLE, {"error": "task has no answer"}))
                 continue
             details = {"extracted": _answer(text), "gold": str(gold)}
+            if good and self.reject_restated and restates_question(details["extracted"], str(gold), task):
+                good = False
+                details["error"] = "the answer restates an expression from the question"
             results.append(VerifyResult(1.0 if good else 0.0, CORRECT if good else INCORRECT, details))
         return results
+
+
+_SQUASH = re.compile(r"[\s$]+|\\[,;:! ]|\\(?:left|right)\b|\\[dt]?(?=frac)")
+
+
+def _squash(s: str) -> str:
+    return _SQUASH.sub("", s)
+
+
+def restates_question(answer: Optional[str], gold: str, task: Any) -> bool:
+    """True when ``answer`` is an expression copied from the task's prompt that is not the gold
+    answer as written: ``\\sqrt{8}`` for "Simplify $\\sqrt{8}$", or a pasted "Compute A·B" for a
+    matrix product. sympy rightly finds such an answer *equal* to the gold one, but it is the
+    question, not an answer to it — rewarding it teaches a policy to echo the prompt. Plain numbers
+    are never treated as restated (a number in the question can be the answer)."""
+    prompt = getattr(task, "prompt", None)
+    if not answer or prompt is None:
+        return False
+    if isinstance(prompt, (list, tuple)):  # chat messages: the user's turns
+        prompt = "\n".join(str(m.get("content", "")) for m in prompt if isinstance(m, dict) and m.get("role") != "system")
+    a = _squash(answer)
+    if not a or _NUMBER.match(a.replace(",", "")) or a == _squash(gold):
+        return False
+    answers, texts = {a}, {_squash(str(prompt)[-20_000:])}
+    try:
+        if normalize(answer) == normalize(gold):
+            return False
+        answers.add(_squash(normalize(answer)))  # ``\\sqrt 8`` and ``\\sqrt{8}`` alike
+        texts.add(_squash(normalize(str(prompt)[-20_000:])))
+    except Exception:  # noqa: BLE001 - never raise on any string
+        pass
+    return any(len(x) >= 3 and x in t for x in answers for t in texts)
 
 
 from ..registry import register as _register  # noqa: E402 - after the class it registers
