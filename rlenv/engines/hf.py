@@ -13,6 +13,11 @@ It shares the trainer's model object (no copy, so there is nothing to sync). One
 
 Rows that finish early keep running until all are done (fixed shapes); their extra tokens are cut
 by :func:`rlenv.engines.stops.finish_row`.
+
+A decode step that cannot be captured (a model whose forward syncs with the host, say) never fails
+silently: with ``strict_cuda_graph`` (or ``RLENV_STRICT_CUDA_GRAPH=1``, which the test suite sets)
+it raises :class:`CudaGraphCaptureError`; otherwise it logs a warning with the reason, decodes
+eagerly, and counts the failure in :meth:`HFEngine.metrics` (the trainers log it with each rollout).
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import inspect
+import logging
 import os
 import time
-import warnings
 from typing import Any, Optional, Sequence
 
 import torch
@@ -31,6 +36,15 @@ from . import prefix_attention
 from .base import Completion, Engine, SamplingParams
 from .sampling import sample_from_logits
 from .stops import finish_row, first_stop
+
+logger = logging.getLogger(__name__)
+
+#: set to 1 to make every CUDA-graph capture failure an error (the test suite sets it)
+STRICT_ENV = "RLENV_STRICT_CUDA_GRAPH"
+
+
+class CudaGraphCaptureError(RuntimeError):
+    """The decode step could not be captured in a CUDA graph and the engine was told to be strict."""
 
 
 def encode_prompt(tokenizer: Any, prompt: Any) -> list:
@@ -101,6 +115,11 @@ def _zero_padding(kv: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(valid[:, None, :, None], kv, torch.zeros((), dtype=kv.dtype, device=kv.device))
 
 
+def _describe(e: BaseException) -> str:
+    first_line = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first_line}"
+
+
 class HFEngine(Engine):
     """Generation from a transformers causal LM (or a peft model wrapping one), sharing its weights.
 
@@ -114,11 +133,13 @@ class HFEngine(Engine):
             prompt and attend to it with :mod:`rlenv.engines.prefix_attention` (exact; ``n``-fold less
             cache traffic per step). ``None`` (default): for the architectures it supports, when the
             prompt is at least as long as ``max_new_tokens``; ``True``: whenever supported; ``False``: never.
+        strict_cuda_graph: raise :class:`CudaGraphCaptureError` when the capture fails instead of
+            warning and decoding eagerly (default: the ``RLENV_STRICT_CUDA_GRAPH`` environment variable).
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, *, max_batch_size: int = 256,
                  use_cuda_graph: Optional[bool] = None, check_every: int = 16, dtype: Any = None,
-                 share_prefix: Optional[bool] = None):
+                 share_prefix: Optional[bool] = None, strict_cuda_graph: Optional[bool] = None):
         if isinstance(model, (str, os.PathLike)):
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -138,6 +159,11 @@ class HFEngine(Engine):
         self.check_every = max(1, int(check_every))
         self._requested_graph = use_cuda_graph
         self._requested_share = share_prefix
+        if strict_cuda_graph is None:
+            strict_cuda_graph = os.environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes")
+        self.strict_cuda_graph = bool(strict_cuda_graph)
+        self.graph_capture_failures = 0  # counted over the engine's life (see metrics())
+        self.graph_failure_reason: Optional[str] = None
         self._states: collections.OrderedDict = collections.OrderedDict()
         self.last_stats: dict = {}
         self._adopt(model)
@@ -169,9 +195,22 @@ class HFEngine(Engine):
         if model is not None and model is not self.model:
             self._adopt(model)
 
+    def release_memory(self) -> None:
+        """Drop the decode buffers (static caches) and CUDA graphs with their memory pools, so the
+        training phase can use that memory; the next :meth:`generate` builds (and captures) them
+        again. The online trainers call it after each rollout."""
+        self._states.clear()
+
     def close(self) -> None:
         """Drop the cached decode buffers and CUDA graphs."""
-        self._states.clear()
+        self.release_memory()
+
+    def metrics(self) -> dict:
+        """Engine health for the trainer's log: ``engine/cuda_graph_capture_failures`` (over the
+        engine's life; > 0 means decoding fell back to eager, see the logged warning) and
+        ``engine/cuda_graph`` (1 when the last call decoded through a captured graph)."""
+        return {"engine/cuda_graph_capture_failures": float(self.graph_capture_failures),
+                "engine/cuda_graph": float(self.last_stats.get("cuda_graph", 0.0))}
 
     # -- public API --------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Any], params: SamplingParams, *,
@@ -188,6 +227,7 @@ class HFEngine(Engine):
         self._net.eval()  # no dropout while sampling; restored for the trainer afterwards
         out: list = []
         start, generated = time.perf_counter(), 0
+        self._graph_replays = 0
         try:
             with torch.inference_mode():
                 for c, i in enumerate(range(0, len(ids), per_chunk)):
@@ -202,7 +242,9 @@ class HFEngine(Engine):
                 self._net.train()
         elapsed = time.perf_counter() - start
         self.last_stats = {"generated_tokens": generated, "time_s": elapsed,
-                           "tokens_per_s": generated / max(elapsed, 1e-9)}
+                           "tokens_per_s": generated / max(elapsed, 1e-9),
+                           "cuda_graph": float(self._graph_replays > 0),
+                           "cuda_graph_capture_failures": float(self.graph_capture_failures)}
         return out
 
     # -- one chunk ---------------------------------------------------------------------------
@@ -354,30 +396,49 @@ class HFEngine(Engine):
             st.graph = self._capture(st, params, ignore_eos) or False
         if st.graph:
             st.graph.replay()
+            self._graph_replays += 1
         else:
             self._step(st, params, ignore_eos)
 
     def _capture(self, st: _DecodeState, params: SamplingParams, ignore_eos: bool):
-        """Record one decode step as a CUDA graph; on any failure warn once and stay eager."""
+        """Record one decode step as a CUDA graph. A failure leaves the decode state as it was and
+        raises (strict) or warns, is counted, and switches the engine to eager decoding."""
+        saved = [t.clone() for t in st.mutable()]
+        rng = st.generator.get_state()
         try:
-            saved = [t.clone() for t in st.mutable()]
-            rng = st.generator.get_state()
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # warm-up runs (allocator, lazy inits) outside the graph
                 for _ in range(2):
                     self._step(st, params, ignore_eos)
             torch.cuda.current_stream().wait_stream(side)
-            for dst, src in zip(st.mutable(), saved):
-                dst.copy_(src)
-            st.generator.set_state(rng)
+            self._restore(st, saved, rng)
             graph = torch.cuda.CUDAGraph()
             if hasattr(graph, "register_generator_state"):
                 graph.register_generator_state(st.generator)
             with torch.cuda.graph(graph):
                 self._step(st, params, ignore_eos)
             return graph
-        except Exception as e:  # a model the graph cannot hold still generates, only slower
-            warnings.warn(f"HFEngine: CUDA graph capture failed ({type(e).__name__}: {e}); decoding eagerly")
+        except Exception as e:  # noqa: BLE001 - any failure is reported below, never swallowed
+            # ending a broken capture raises a second error on top of the first: name both
+            reason = _describe(e) if e.__context__ is None else f"{_describe(e.__context__)}; then {_describe(e)}"
+            self.graph_capture_failures += 1
+            self.graph_failure_reason = reason
             self.use_cuda_graph = False
+            self._restore(st, saved, rng)  # warm-up steps may have run: undo them
+            if self.strict_cuda_graph:
+                raise CudaGraphCaptureError(
+                    f"HFEngine: capturing the decode step of {type(self._net).__name__} in a CUDA graph failed "
+                    f"({reason}). Fix the model (no host syncs or data-dependent shapes in its forward), or "
+                    f"pass use_cuda_graph=False; unset {STRICT_ENV} / strict_cuda_graph to decode eagerly "
+                    f"with a warning instead") from e
+            logger.warning("HFEngine: CUDA graph capture of the decode step failed (%s); decoding eagerly from "
+                           "now on, which is several times slower on a GPU. Counted in the metric "
+                           "engine/cuda_graph_capture_failures.", reason)
             return None
+
+    @staticmethod
+    def _restore(st: _DecodeState, saved: list, rng: torch.Tensor) -> None:
+        for dst, src in zip(st.mutable(), saved):
+            dst.copy_(src)
+        st.generator.set_state(rng)
