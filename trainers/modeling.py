@@ -8,7 +8,8 @@ Everything goes through transformers' ``from_pretrained`` and peft; nothing here
 - :func:`apply_lora` — wrap a model in a peft LoRA adapter (``config.use_lora``).
 - :class:`Reference` — the frozen reference policy: the same model with adapters disabled under
   LoRA (no second copy in memory), a frozen deep copy otherwise. Trainers with β = 0 keep none.
-- :func:`token_logprobs` — log-prob of each next token, the forward every policy loss needs.
+- :func:`token_logprobs` / :func:`forward_logprobs` — log-prob of each next token, the forward every
+  policy loss needs (chunked over the vocabulary: :mod:`trainers.logprobs`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+from .logprobs import forward_token_logprobs, logits_logprobs
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -129,6 +132,11 @@ class Reference:
         self.autocast = contextlib.nullcontext  # the loop sets accelerator.autocast (mixed precision)
 
     @property
+    def module(self) -> Any:
+        """The model a call runs (the frozen copy, or the policy whose adapters it disables)."""
+        return self.frozen if self.frozen is not None else self.policy
+
+    @property
     def shares_weights(self) -> bool:
         """True when the reference is the policy with adapters disabled (no copy)."""
         return self.frozen is None
@@ -164,21 +172,24 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: f
     """Log-prob of each next token: ``out[:, t] = log p(input_ids[:, t+1] | input_ids[:, :t+1])``.
 
     ``logits`` are the model's ``[B, T, V]`` logits for ``input_ids`` ``[B, T]``; returns ``[B, T-1]``
-    in float32. ``temperature`` divides the logits first (match the sampling distribution).
-    Computed as ``logit[label] - logsumexp(logits)`` so no ``[B, T, V]`` log-softmax is stored.
+    in float32. ``temperature`` divides the logits first (match the sampling distribution). Works a
+    chunk of positions at a time in float32 (:func:`trainers.logprobs.logits_logprobs`), so no
+    full-size float32 copy of the logits is made.
     """
-    logits = logits[:, :-1].float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    labels = input_ids[:, 1:].unsqueeze(-1)
-    return logits.gather(-1, labels).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return logits_logprobs(logits[:, :-1], input_ids[:, 1:], temperature)[0]
 
 
 def forward_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      temperature: float = 1.0) -> torch.Tensor:
-    """Run ``model`` (a causal LM, or a :class:`Reference`) and return :func:`token_logprobs`.
+    """Run ``model`` (a causal LM, or a :class:`Reference`) and return :func:`token_logprobs`,
+    computed by a chunked LM head (:func:`trainers.logprobs.forward_token_logprobs`) where the
+    architecture allows: the ``[B, T, V]`` logits are never materialised.
 
     Positions are taken from the attention mask so left- and right-padded rows score the same."""
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    return token_logprobs(out.logits, input_ids, temperature)
+    # position t predicts token t + 1; the last position predicts nothing (scored on any token, dropped)
+    labels = torch.cat([input_ids[:, 1:], input_ids[:, -1:]], 1)
+    _, logprobs, _ = forward_token_logprobs(model, labels, temperature=temperature, input_ids=input_ids,
+                                            attention_mask=attention_mask, position_ids=position_ids,
+                                            use_cache=False)
+    return logprobs[:, :-1]
