@@ -213,6 +213,22 @@ def test_a_failed_cuda_graph_capture_is_an_error_when_strict_and_a_counted_warni
     assert lenient.graph_capture_failures == 1
 
 
+def test_decoding_under_mixed_precision_autocast(model_and_tok):
+    """The trainer's mixed precision wraps the shared model's forward in bf16 autocast (float32
+    weights; a decode step's values come out in bf16, its keys in float32): the decode cache takes
+    both, and the log-probs are those of an autocast forward of the sampled sequence."""
+    model, tok = model_and_tok
+    engine = HFEngine(model, tok, share_prefix=False)
+    params = SamplingParams(n=2, max_new_tokens=12, seed=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = engine.generate(PROMPTS, params)
+        for prompt, group in zip(PROMPTS, out):
+            prompt_ids = encode_prompt(tok, prompt)
+            for comp in group:
+                ref = fresh_logprobs(model, prompt_ids, comp.token_ids, params)
+                assert torch.allclose(torch.tensor(comp.logprobs), ref.float(), atol=0.05)
+
+
 def test_strict_mode_follows_the_environment_variable(model_and_tok, monkeypatch):
     model, tok = model_and_tok
     monkeypatch.setenv("RLENV_STRICT_CUDA_GRAPH", "1")

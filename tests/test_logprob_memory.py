@@ -108,6 +108,20 @@ def test_chunked_head_under_bf16_autocast_matches_the_full_path():
     assert torch.allclose(ga, gb, atol=2e-2 * float(ga.abs().max()))
 
 
+@pytest.mark.parametrize("shape,chunk", [((3, 7, 11), 4), ((3, 7, 11), 100), ((2, 50, 13), 16)])
+def test_the_logits_fallback_equals_the_row_chunked_helpers(shape, chunk):
+    """Blocks of whole rows, or of positions within a row, read from a sliced (non-contiguous) view."""
+    B, T, V = shape
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(B, T + 1, V, generator=g, requires_grad=True)
+    labels = torch.randint(0, V, (B, T), generator=g)
+    a, ea = lp_mod.logits_logprobs(x[:, :-1], labels, 0.7, True, chunk)
+    b, eb = selective_log_softmax(x[:, :-1] / 0.7, labels), entropy_from_logits(x[:, :-1].detach() / 0.7)
+    assert torch.allclose(a, b, atol=1e-6) and torch.allclose(ea, eb, atol=1e-6)
+    ga, gb = (torch.autograd.grad(v.sum(), x)[0] for v in (a, b))
+    assert torch.allclose(ga, gb, atol=1e-6)
+
+
 def test_models_the_chunked_head_does_not_serve_fall_back_to_their_logits():
     """A LoRA-wrapped head (peft) and an architecture outside the allow-list score through their own
     logits — same numbers, no assumption about what their head does."""

@@ -146,21 +146,30 @@ def head_logprobs(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
 
 def logits_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0,
                     with_entropy: bool = False, chunk: Optional[int] = None) -> tuple:
-    """The same from materialised logits ``[..., V]`` (the fallback): float32 per chunk of tokens,
-    no full-size copy for the temperature; the entropy is computed without gradient."""
-    V = logits.shape[-1]
-    flat, lab = logits.reshape(-1, V), labels.reshape(-1).long()
-    step = chunk or chunk_tokens(V)
-    lps, ents = [], []
-    for s in range(0, flat.shape[0], step):
-        z = flat[s:s + step].float()
-        z = z / temperature if temperature != 1.0 else z
-        lps.append(z.gather(-1, lab[s:s + step, None]).squeeze(-1) - torch.logsumexp(z, dim=-1))
+    """The same from materialised logits ``[B, T, V]`` (the fallback; a slice such as
+    ``logits[:, :-1]`` is read in place): float32 a block of about ``chunk`` positions at a time
+    (whole rows when they fit), no full-size copy for the temperature; the entropy is computed
+    without gradient. Returns ``[B, T]`` tensors."""
+    B, T = labels.shape
+    step = chunk or chunk_tokens(logits.shape[-1])
+    rows = max(1, step // max(T, 1))
+    width = T if rows > 1 else step
+    lp_rows, ent_rows = [], []
+    for r in range(0, B, rows):
+        lps, ents = [], []
+        for s in range(0, T, width):
+            z = logits[r:r + rows, s:s + width].float()  # a view, converted block by block
+            z = z / temperature if temperature != 1.0 else z
+            lab = labels[r:r + rows, s:s + width, None].long()
+            lps.append(z.gather(-1, lab).squeeze(-1) - torch.logsumexp(z, dim=-1))
+            if with_entropy:
+                with torch.no_grad():
+                    zc = z.detach().reshape(-1, z.shape[-1]).clone()
+                    ents.append(_chunk_stats(zc, lab.reshape(-1), True)[2].view(lab.shape[:-1]))
+        lp_rows.append(torch.cat(lps, 1))
         if with_entropy:
-            with torch.no_grad():
-                ents.append(_chunk_stats(z.detach().clone(), lab[s:s + step], True)[2])
-    lp = torch.cat(lps).view(labels.shape)
-    return lp, (torch.cat(ents).view(labels.shape) if with_entropy else None)
+            ent_rows.append(torch.cat(ents, 1))
+    return torch.cat(lp_rows), (torch.cat(ent_rows) if with_entropy else None)
 
 
 # -- the model-level entry point ---------------------------------------------------------------------

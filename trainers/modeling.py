@@ -28,11 +28,23 @@ from .logprobs import forward_token_logprobs, logits_logprobs
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_dtype(name: str) -> torch.dtype:
-    """``model_dtype`` → torch dtype; ``auto`` is bf16 on CUDA and float32 on CPU."""
+def resolve_dtype(name: str, trained: bool = True) -> torch.dtype:
+    """``model_dtype`` → torch dtype.
+
+    ``auto`` is what a user of accelerate's mixed precision expects: float32 on CPU; on CUDA,
+    float32 for weights an optimizer updates (the master weights — accelerate's bf16 autocast does
+    the arithmetic in bf16) and bf16 for weights nothing updates (``trained=False``: a LoRA base,
+    the reference copy, an inference-only model)."""
     if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        return torch.bfloat16 if torch.cuda.is_available() and not trained else torch.float32
     return _DTYPES[name]
+
+
+def compute_dtype(mixed_precision: str) -> Optional[torch.dtype]:
+    """The dtype a model computes in under accelerate's ``mixed_precision`` (``"bf16"`` → bf16),
+    None when it computes in its weights' dtype. (fp16 autocast keeps overflow-prone ops in float32,
+    which a pure fp16 copy could not: only bf16 is returned.)"""
+    return torch.bfloat16 if mixed_precision == "bf16" else None
 
 
 def load_tokenizer(name_or_path: str) -> Any:
@@ -100,13 +112,24 @@ def load_model(name_or_model: Any, *, kind: str = "causal_lm", dtype: str = "flo
 
 def apply_lora(model: Any, config: Any, kind: str = "causal_lm") -> Any:
     """Wrap ``model`` in a trainable LoRA adapter from ``config`` (``lora_r``, ``lora_alpha``,
-    ``lora_dropout``, ``lora_target_modules``). A reward head stays fully trainable."""
+    ``lora_dropout``, ``lora_target_modules``). A reward head stays fully trainable.
+
+    With ``model_dtype="auto"`` on CUDA the frozen base is cast to bf16 (no optimizer touches it)
+    while everything trained — the adapters, a reward head — stays float32 (see :func:`resolve_dtype`)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
+    auto_gpu = getattr(config, "model_dtype", None) == "auto" and resolve_dtype("auto", trained=False) != torch.float32
+    if auto_gpu and next(model.parameters()).dtype == torch.float32:
+        model = model.to(resolve_dtype("auto", trained=False))
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=config.lora_target_modules,
                       task_type=TaskType.CAUSAL_LM if kind == "causal_lm" else TaskType.SEQ_CLS)
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)  # peft keeps the adapters float32 (autocast_adapter_dtype)
+    if auto_gpu:
+        for p in model.parameters():
+            if p.requires_grad and p.dtype != torch.float32:  # a reward head copied from the bf16 base
+                p.data = p.data.float()
+    return model
 
 
 def enable_gradient_checkpointing(model: Any) -> None:
@@ -155,14 +178,21 @@ class Reference:
         return self
 
 
-def make_reference(model: Any, needed: bool = True) -> Optional[Reference]:
+def make_reference(model: Any, needed: bool = True, dtype: Optional[torch.dtype] = None) -> Optional[Reference]:
     """The reference for ``model`` (call before wrapping it for distribution): None when not
-    ``needed`` (β = 0), adapters disabled under LoRA, else a frozen deep copy in eval mode."""
+    ``needed`` (β = 0), adapters disabled under LoRA, else a frozen deep copy in eval mode.
+
+    ``dtype``: the dtype the policy computes in (:func:`compute_dtype`; bf16 under bf16 mixed
+    precision). The frozen copy is stored in it: nothing updates it, so float32 master weights would
+    only double its memory. (Under autocast the policy's norms and residual stream stay float32, so
+    its step-0 log-probs differ from the bf16 copy's by bf16 rounding.)"""
     if not needed:
         return None
     if hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):
         return Reference(model)
     frozen = copy.deepcopy(model)
+    if dtype is not None and next(frozen.parameters()).dtype == torch.float32:
+        frozen = frozen.to(dtype)
     frozen.eval()
     frozen.requires_grad_(False)
     return Reference(model, frozen)

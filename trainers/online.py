@@ -275,6 +275,12 @@ class OnlineTrainer(BaseTrainer):
         # (to overlap slow verifiers with generation) measured 1.7x slower generation on CPU
         batch = collect_rollouts(self.env, self.engine, n_prompts, group_size=c.group_size, sampling=params,
                                  seed=seed, chunk_groups=n_prompts)
+        # the HF engine's decode caches and CUDA graphs give their memory to the scoring and training
+        # passes (rebuilt at the next rollout); its health (graph capture failures) is logged with it
+        if hasattr(self.engine, "release_memory"):
+            self.engine.release_memory()
+        if hasattr(self.engine, "metrics"):
+            batch.metrics.update(self.engine.metrics())
         if self.curriculum is not None and round_ == 0:  # refill rounds are biased towards hard prompts
             self._observe_curriculum(batch)
         gen = batch.metrics.get("generation_time_s", 0.0)

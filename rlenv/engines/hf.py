@@ -83,8 +83,10 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list:
 class _DecodeState:
     """The fixed-shape buffers of one decode run (reused, with its CUDA graph, across calls)."""
 
-    def __init__(self, cache, batch: int, max_len: int, max_new: int, device: torch.device, prefix: dict = None):
+    def __init__(self, cache, batch: int, max_len: int, max_new: int, device: torch.device, dtype: torch.dtype,
+                 prefix: dict = None):
         self.cache = cache
+        self.dtype = dtype  # of the cache (an additive attention mask takes it too)
         self.prefix = prefix  # shared-prefix mode: the prompts' own cache, once per prompt
         self.kv_valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
         self.cur = torch.zeros(batch, dtype=torch.long, device=device)
@@ -113,6 +115,17 @@ def _zero_padding(kv: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """``kv`` ``[rows, heads, L, d]`` with the padding slots zeroed: masked keys get weight 0, and
     0 * NaN would still be NaN."""
     return torch.where(valid[:, None, :, None], kv, torch.zeros((), dtype=kv.dtype, device=kv.device))
+
+
+def _cast_on_update(layer: Any) -> None:
+    """Let a static cache layer take keys and values of another dtype (cast on write), as the dynamic
+    cache does by promotion: under autocast a decode step's values arrive in bf16, its keys in float32."""
+    update = layer.update
+
+    def update_casting(key_states, value_states, *args, **kwargs):
+        return update(key_states.to(layer.keys.dtype), value_states.to(layer.values.dtype), *args, **kwargs)
+
+    layer.update = update_casting
 
 
 def _describe(e: BaseException) -> str:
@@ -272,16 +285,21 @@ class HFEngine(Engine):
         # auto: only where the prompt part is at least the generated part — with long generations from
         # short prompts the per-row own-token attention dominates and one fused SDPA call is faster
         shared = self.share_prefix and n > 1 and (self._requested_share is True or L >= max_new)
-        key = (B, n, L + max_new, max_new, params.temperature, params.top_k, params.top_p, ignore_eos, shared)
+        # the cache takes the prefill cache's dtype: the weights' dtype, or — when the trainer's mixed
+        # precision wrapped the shared model's forward in autocast — float32 (keys leave the rotary
+        # embedding in float32, values leave v_proj in bf16; the prefill cache promotes both)
+        kv_dtype = prefill.layers[0].keys.dtype
+        key = (B, n, L + max_new, max_new, params.temperature, params.top_k, params.top_p, ignore_eos, shared,
+               kv_dtype)
         if shared:  # the prompt cache once per prompt; the step's own cache holds generated tokens only
-            st = self._state(key, B, max_new, max_new, prefix_shape=(P, L))
+            st = self._state(key, B, max_new, max_new, kv_dtype, prefix_shape=(P, L))
             st.load_prefix(prefill, attn.bool())
             for static in st.cache.layers:
                 static.cumulative_length.fill_(0)
             st.kv_valid.zero_()
             st.write_pos.fill_(0)
         else:
-            st = self._state(key, B, L + max_new, max_new)
+            st = self._state(key, B, L + max_new, max_new, kv_dtype)
             valid = attn.bool().repeat_interleave(n, 0)
             for static, dyn in zip(st.cache.layers, prefill.layers):
                 for dst, src in ((static.keys, dyn.keys), (static.values, dyn.values)):
@@ -336,7 +354,8 @@ class HFEngine(Engine):
                 st.finished[torch.tensor(hit, device=st.finished.device)] = True
         return bool(st.finished.all())
 
-    def _state(self, key: tuple, batch: int, max_len: int, max_new: int, prefix_shape: tuple = None) -> _DecodeState:
+    def _state(self, key: tuple, batch: int, max_len: int, max_new: int, dtype: torch.dtype,
+               prefix_shape: tuple = None) -> _DecodeState:
         from transformers import StaticCache
 
         if key in self._states:
@@ -350,15 +369,17 @@ class HFEngine(Engine):
         text_cfg = self.config.get_text_config(decoder=True)
         heads = getattr(text_cfg, "num_key_value_heads", None) or text_cfg.num_attention_heads
         head_dim = getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // text_cfg.num_attention_heads
-        cache.early_initialization(batch, heads, head_dim, self.dtype, self.device)
+        cache.early_initialization(batch, heads, head_dim, dtype, self.device)
+        for layer in cache.layers:
+            _cast_on_update(layer)
         prefix = None
         if prefix_shape is not None:
             P, L = prefix_shape
             shape = (P, heads, L, head_dim)
-            prefix = {"k": [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in cache.layers],
-                      "v": [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in cache.layers],
+            prefix = {"k": [torch.zeros(shape, dtype=dtype, device=self.device) for _ in cache.layers],
+                      "v": [torch.zeros(shape, dtype=dtype, device=self.device) for _ in cache.layers],
                       "mask": torch.zeros((P, 1, 1, L), dtype=torch.bool, device=self.device), "n": batch // P}
-        st = _DecodeState(cache, batch, max_len, max_new, self.device, prefix)
+        st = _DecodeState(cache, batch, max_len, max_new, self.device, dtype, prefix)
         self._states[key] = st  # keep the two latest shapes (and their CUDA graphs) for the next calls
         while len(self._states) > 2:
             self._states.popitem(last=False)
@@ -374,8 +395,8 @@ class HFEngine(Engine):
         elif self._mask_kind == "bool":
             mask = st.kv_valid[:, None, None, :]
         elif self._mask_kind == "float":
-            mask = torch.zeros(st.kv_valid.shape, dtype=self.dtype, device=st.kv_valid.device).masked_fill(
-                ~st.kv_valid, torch.finfo(self.dtype).min)[:, None, None, :]
+            mask = torch.zeros(st.kv_valid.shape, dtype=st.dtype, device=st.kv_valid.device).masked_fill(
+                ~st.kv_valid, torch.finfo(st.dtype).min)[:, None, None, :]
         else:
             mask = st.kv_valid.long()
         logits = self._net(input_ids=st.cur[:, None], attention_mask=mask, position_ids=st.positions[:, None],
@@ -413,6 +434,9 @@ class HFEngine(Engine):
                     self._step(st, params, ignore_eos)
             torch.cuda.current_stream().wait_stream(side)
             self._restore(st, saved, rng)
+            # weights autocast cast before (under a caller's autocast context) must not be baked into the
+            # graph: it has to cast the current weights on every replay
+            torch.clear_autocast_cache()
             graph = torch.cuda.CUDAGraph()
             if hasattr(graph, "register_generator_state"):
                 graph.register_generator_state(st.generator)
