@@ -83,7 +83,7 @@ def main(argv: list) -> int:
         rows.append(f"{'':<26}peak ours {num(g, 'ours_peak_gib'):.2f} / TRL {num(g, 'trl_peak_gib'):.2f} GiB = {mem:.2f}x "
                     f"[{mark(mem <= 1)} target <= 1x]")
         rows.append(f"{'':<26}training MFU ours {100 * mfu:.1f}% (TRL {100 * num(g, 'trl_mfu'):.1f}%) of a measured "
-                    f"{num(g, 'peak_tflops'):.1f} TFLOP/s matmul [{mark(mfu >= 0.40)} target >= 40%]")
+                    f"{num(g, 'peak_tflops'):.3g} TFLOP/s matmul [{mark(mfu >= 0.40)} target >= 40%]")
     verdict = "all phases ran" if not bad and not failed_tests else \
         f"PROBLEMS: {', '.join(bad + (['gpu tests failed'] if failed_tests else []))} (see log.txt and the phase logs)"
     rows.append(verdict)
