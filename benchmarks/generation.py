@@ -178,26 +178,32 @@ def main(argv=None) -> dict:
         model.generate(rows, **dict(ref_kwargs, max_new_tokens=8, min_new_tokens=8))
     t_ours = timed(ours, device, args.repeats)
     t_ref = timed(reference, device, args.repeats)
-    t_static, static_error = None, None
-    if not args.no_static_cache:
-        try:
-            reference(cache_implementation="static")  # the warm-up compiles (same shapes as the timed calls)
-            t_static = timed(lambda: reference(cache_implementation="static"), device, args.repeats)
-        except Exception as e:  # noqa: BLE001 - reported in the table and the summary, the rest still runs
-            static_error = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
-
     tokens = batch * new
     bw = args.bandwidth_gbs * 1e9 if args.bandwidth_gbs else measure_bandwidth(device)
     wbytes = weight_bytes(model)
     bound = batch * bw / wbytes
     ours_tps, ref_tps = tokens / t_ours, tokens / t_ref
+
+    def results(static_tps):
+        return {"device": device_name(device), "model": size, "batch": batch, "new_tokens": new,
+                "ours_tok_s": ours_tps, "hf_generate_tok_s": ref_tps, "hf_static_tok_s": static_tps or 0.0,
+                "bound_tok_s": bound, "fraction_of_bound": ours_tps / bound,
+                "cuda_graph": int(engine.last_stats.get("cuda_graph", 0.0)),
+                "cuda_graph_capture_failures": engine.graph_capture_failures,
+                "speedup_vs_static": ours_tps / static_tps if static_tps else 0.0, "speedup": ours_tps / ref_tps}
+
+    t_static, static_error = None, None
+    if not args.no_static_cache:
+        # the static-cache warm-up compiles the model (minutes on a GPU): what is measured so far is
+        # printed first, so a run stopped by a time limit keeps it (the last summary line wins)
+        print(summary(results(None)) + " partial=static_cache_pending", flush=True)
+        try:
+            reference(cache_implementation="static")  # the warm-up compiles (same shapes as the timed calls)
+            t_static = timed(lambda: reference(cache_implementation="static"), device, args.repeats)
+        except Exception as e:  # noqa: BLE001 - reported in the table and the summary, the rest still runs
+            static_error = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
     static_tps = tokens / t_static if t_static else None
-    res = {"device": device_name(device), "model": size, "batch": batch, "new_tokens": new,
-           "ours_tok_s": ours_tps, "hf_generate_tok_s": ref_tps, "hf_static_tok_s": static_tps or 0.0,
-           "bound_tok_s": bound, "fraction_of_bound": ours_tps / bound,
-           "cuda_graph": int(engine.last_stats.get("cuda_graph", 0.0)),
-           "cuda_graph_capture_failures": engine.graph_capture_failures,
-           "speedup_vs_static": ours_tps / static_tps if static_tps else 0.0, "speedup": ours_tps / ref_tps}
+    res = results(static_tps)
 
     print(f"device: {res['device']}   model: {size} ({wbytes / 1e6:.1f} MB of weights, "
           f"{str(model.dtype).replace('torch.', '')})   batch {batch} = {batch // group} prompts × {group}, "
@@ -215,9 +221,13 @@ def main(argv=None) -> dict:
         print(f"CUDA graph capture FAILED, decoded eagerly: {engine.graph_failure_reason}")
     print(f"memory-bandwidth bound: {batch} × {bw / 1e9:.1f} GB/s / {wbytes / 1e6:.1f} MB = {bound:,.0f} tok/s; "
           f"ours is {100 * ours_tps / bound:.2f}% of it")
-    print("summary: " + " ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={str(v).replace(' ', '_')}" for k, v in res.items()))
+    print(summary(res))
     return res
+
+
+def summary(res: dict) -> str:
+    return "summary: " + " ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={str(v).replace(' ', '_')}" for k, v in res.items())
 
 
 if __name__ == "__main__":

@@ -165,7 +165,7 @@ export PY
 GPU_TESTS=(bash -c "$(declare -f run_gpu_tests); run_gpu_tests")
 if [ "$MODE" = full ]; then
   phase gpu_tests 150 tests.log "${GPU_TESTS[@]}"
-  phase generation 180 generation.log $PY benchmarks/generation.py --gpu
+  phase generation 180 generation.log $PY benchmarks/generation.py --gpu --repeats 2
   phase grpo_mixed 170 grpo_mixed.log $PY benchmarks/grpo_vs_trl.py --gpu --precision mixed --steps 2 --warmup 1 \
     --rounds 1 --timeout 150
   phase grpo_bf16 170 grpo_bf16.log $PY benchmarks/grpo_vs_trl.py --gpu --precision bf16 --steps 2 --warmup 1 \

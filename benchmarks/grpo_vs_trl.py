@@ -89,6 +89,9 @@ def main(argv=None) -> dict:
             for side in alternate(("ours", "trl"), r):
                 print(f"round {r + 1}/{args.rounds}: {side} ...", file=sys.stderr, flush=True)
                 runs[side].append(run_worker(__file__, side, s, work, f"r{r}", args.timeout))
+                done = aggregate(runs[side][-1:], args.warmup)  # kept in the log if a later run fails
+                print(f"  {side}: median step {done['total_s']:.3f} s, peak {done['peak_mem_gib']:.2f} GiB",
+                      file=sys.stderr, flush=True)
     peak = matmul_peak_flops(args.gpu)
     ours, trl = aggregate(runs["ours"], args.warmup), aggregate(runs["trl"], args.warmup)
 
