@@ -58,7 +58,8 @@ def main(argv: list) -> int:
                                f"{t['skipped']} skipped" for t in tests) or "no result")
     gen = (summaries.get("generation") or [{}])[-1]
     if gen:
-        row("generation", f"ours {num(gen, 'ours_tok_s'):,.0f} tok/s, CUDA graph {'yes' if gen.get('cuda_graph') == '1' else 'NO'}")
+        graph = "yes" if gen.get("cuda_graph") == "1" else "NO"
+        row("generation", f"ours {num(gen, 'ours_tok_s'):,.0f} tok/s, CUDA graph {graph}")
         sp, st = num(gen, "speedup"), num(gen, "speedup_vs_static")
         rows.append(f"{'':<26}vs generate dynamic cache {num(gen, 'hf_generate_tok_s'):,.0f} tok/s: {sp:.2f}x "
                     f"[{mark(sp >= 8)} target >= 8x, ambition 20x]")
@@ -83,7 +84,8 @@ def main(argv: list) -> int:
                   f"{'yes' if g.get('ours_cuda_graph') == '1' else 'NO'}")
         rows.append(f"{'':<26}step ours {num(g, 'ours_step_s'):.3f} s / TRL {num(g, 'trl_step_s'):.3f} s = {step:.2f}x "
                     f"[{mark(step <= 0.25)} target <= 0.25x]")
-        rows.append(f"{'':<26}peak ours {num(g, 'ours_peak_gib'):.2f} / TRL {num(g, 'trl_peak_gib'):.2f} GiB = {mem:.2f}x "
+        rows.append(f"{'':<26}peak ours {num(g, 'ours_peak_gib'):.2f} / TRL {num(g, 'trl_peak_gib'):.2f} GiB "
+                    f"= {mem:.2f}x "
                     f"[{mark(mem <= 1)} target <= 1x]")
         rows.append(f"{'':<26}training MFU ours {100 * mfu:.1f}% (TRL {100 * num(g, 'trl_mfu'):.1f}%) of a measured "
                     f"{num(g, 'peak_tflops'):.3g} TFLOP/s matmul [{mark(mfu >= 0.40)} target >= 40%]")

@@ -28,7 +28,8 @@ def test_gpu_check_dry_run(tmp_path):
     log = (tmp_path / "log.txt").read_text() if (tmp_path / "log.txt").exists() else ""
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:] + log[-2000:]
 
-    lines = [dict(kv.split("=", 1) for kv in line.split()) for line in (tmp_path / "summary.txt").read_text().splitlines()]
+    summary = (tmp_path / "summary.txt").read_text().splitlines()
+    lines = [dict(kv.split("=", 1) for kv in line.split()) for line in summary]
     status = {d["phase"]: d for d in lines if "status" in d}
     assert set(status) == {"preflight", "gpu_tests", "generation", "grpo_mixed"}
     assert all(d["status"] == "ok" for d in status.values()), status

@@ -65,6 +65,7 @@ def test_lora_keeps_a_bf16_base_and_float32_adapters(tiny_model_dir, tmp_path):
     assert tr.ref.shares_weights
     assert_engine_healthy(tr, data)
     assert math.isfinite(m["loss"])
-    assert any(float(p.detach().abs().max()) > 0 for n, p in lora.items() if "lora_B" in n), "the adapters did not train"
+    trained = [float(p.detach().abs().max()) for n, p in lora.items() if "lora_B" in n]
+    assert max(trained) > 0, "the adapters did not train"
     for n, before in base_before.items():  # the frozen base is untouched
         assert torch.equal(named[n].detach().cpu(), before.cpu()), n
