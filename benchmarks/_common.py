@@ -45,6 +45,9 @@ class Setup:
     steps: int = 4  # timed steps (or the step limit for time-to-accuracy)
     warmup: int = 1
     gpu: bool = False
+    #: fp32 | bf16 (pure bf16 weights and AdamW states, TRL's default with a bf16 checkpoint) | mixed
+    #: (float32 master weights under bf16 autocast: our model_dtype="auto" on a GPU)
+    precision: str = "fp32"
     gradient_checkpointing: bool = False
     threads: int = 1
     random_prompts: int = 0  # > 0: random-token prompts of this length (random-weight GPU model)
@@ -109,9 +112,16 @@ def unique_params(model: Any) -> int:
 
 
 # -- models and data --------------------------------------------------------------------------------
-def make_model_dir(workdir: Path, gpu_shape: bool) -> str:
-    """The tiny preset (CPU), or a Qwen2.5-0.5B-shaped random-weight bf16 model with an id tokenizer."""
-    if not gpu_shape:
+#: random-weight Qwen2 shapes (no download) besides the ``tiny`` preset: the real 0.5 B shape for the
+#: GPU, and ``mini`` — the same code path at a size a CPU runs in seconds (``gpu_check.sh --dry-run``)
+MINI = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+            vocab_size=2048, max_position_embeddings=2048, tie_word_embeddings=True, rope_theta=1_000_000.0)
+
+
+def make_model_dir(workdir: Path, shape: str) -> str:
+    """The tiny preset (``tiny``), or a random-weight Qwen2 model with an id tokenizer saved like a
+    hub checkpoint: ``qwen0.5b`` (Qwen2.5-0.5B's shape, bf16) or ``mini`` (float32)."""
+    if shape == "tiny":
         from rlenv.models.tiny import create_tiny_model
 
         return str(create_tiny_model(workdir / "tiny", preset="tiny"))
@@ -119,14 +129,26 @@ def make_model_dir(workdir: Path, gpu_shape: bool) -> str:
 
     from benchmarks.generation import QWEN_05B, id_tokenizer
 
-    path = workdir / "qwen0.5b"
+    dims = {"qwen0.5b": QWEN_05B, "mini": MINI}[shape]
+    path = workdir / shape
     torch.manual_seed(0)
-    tok = id_tokenizer(QWEN_05B["vocab_size"])
+    tok = id_tokenizer(dims["vocab_size"])
     tok.chat_template = PLAIN_TEMPLATE
-    cfg = Qwen2Config(**QWEN_05B, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    Qwen2ForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)
+    cfg = Qwen2Config(**dims, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # 0.5 B random weights: fast on a GPU
+        model = Qwen2ForCausalLM(cfg)
+    model.to(torch.bfloat16 if shape == "qwen0.5b" else torch.float32).save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
+
+
+def precision_settings(s: Setup) -> tuple:
+    """``(our model_dtype, our mixed_precision, TRL's load dtype, TRL's bf16 flag)`` of ``s.precision``."""
+    if s.precision not in ("fp32", "bf16", "mixed"):
+        raise ValueError(f"precision must be fp32, bf16 or mixed, got {s.precision!r}")
+    return {"fp32": ("float32", "no", torch.float32, False),
+            "bf16": ("bfloat16", "bf16", torch.bfloat16, True),
+            "mixed": ("auto", "bf16", torch.float32, True)}[s.precision]
 
 
 def shared_data(s: Setup):
@@ -141,7 +163,7 @@ def shared_data(s: Setup):
 
     if s.random_prompts:
         g = torch.Generator().manual_seed(s.seed)
-        tasks = [Task(" ".join(f"t{i}" for i in torch.randint(3, 5000, (s.random_prompts,), generator=g).tolist()),
+        tasks = [Task(" ".join(f"t{i}" for i in torch.randint(3, 2000, (s.random_prompts,), generator=g).tolist()),
                       id=str(k)) for k in range(64)]
 
         def length_reward(completion, task):  # varied rewards so every group has an advantage signal
@@ -210,12 +232,13 @@ def run_ours(s: Setup) -> dict:
     from trainers import GRPOConfig, GRPOTrainer
 
     env, _, _, eval_env = shared_data(s)
+    model_dtype, mixed, _, _ = precision_settings(s)
     cfg = GRPOConfig(output_dir=os.environ.get("BENCH_OUT", "/tmp/bench-ours"), max_steps=s.warmup + s.steps,
                      learning_rate=s.learning_rate, num_prompts_per_step=s.prompts, group_size=s.group,
                      max_new_tokens=s.max_new_tokens, temperature=s.temperature, seed=s.seed, beta=0.0,
                      lr_scheduler="constant", report_to="none", progress_bar=False,
                      gradient_checkpointing=s.gradient_checkpointing, per_device_train_batch_size=s.prompts * s.group,
-                     model_dtype="bfloat16" if s.gpu else "float32", mixed_precision="bf16" if s.gpu else "no")
+                     model_dtype=model_dtype, mixed_precision=mixed)
     tr = GRPOTrainer(model=s.model_dir, env=env, config=cfg)
     tr._prepare()  # what train() does first; stepping by hand lets the evaluation sit outside the clock
     rec = Recorder(s, eval_env)
@@ -238,7 +261,10 @@ def run_ours(s: Setup) -> dict:
                  else int(once.sum() + (b.attention_mask.sum(-1) - b.prompt_lengths).sum()))
         if rec.maybe_evaluate(tr.unwrapped_model, tr.tokenizer):
             break
-    return rec.result(tr.unwrapped_model)
+    res = rec.result(tr.unwrapped_model)
+    if hasattr(tr.engine, "metrics"):  # did decoding run in a CUDA graph? (a failed capture is counted)
+        res["engine"] = tr.engine.metrics()
+    return res
 
 
 def run_trl(s: Setup) -> dict:
@@ -248,6 +274,7 @@ def run_trl(s: Setup) -> dict:
     from transformers import TrainerCallback
 
     env, ds, reward, eval_env = shared_data(s)
+    _, _, load_dtype, bf16 = precision_settings(s)
     rec = Recorder(s, eval_env)
     clock: dict = {}
 
@@ -290,8 +317,8 @@ def run_trl(s: Setup) -> dict:
         max_completion_length=s.max_new_tokens, temperature=s.temperature, top_p=1.0, top_k=0, beta=0.0,
         loss_type="dapo", epsilon=0.2, epsilon_high=0.28, lr_scheduler_type="constant", optim="adamw_torch",
         weight_decay=0.0, max_grad_norm=1.0, gradient_checkpointing=s.gradient_checkpointing, seed=s.seed,
-        use_cpu=not s.gpu, bf16=s.gpu, report_to="none", logging_steps=10_000, save_strategy="no",
-        disable_tqdm=True, model_init_kwargs={"dtype": torch.bfloat16 if s.gpu else torch.float32})
+        use_cpu=not s.gpu, bf16=bf16, report_to="none", logging_steps=10_000, save_strategy="no",
+        disable_tqdm=True, model_init_kwargs={"dtype": load_dtype})
     tr = TimedGRPOTrainer(model=s.model_dir, reward_funcs=reward, args=args, train_dataset=ds,
                           callbacks=[StepTimer()])
     if not rec.maybe_evaluate(tr.model, tr.processing_class, force=True):

@@ -8,11 +8,19 @@ ours / TRL for ``--rounds`` rounds so both see the same machine load; the first 
 of each run are not timed.
 
     python benchmarks/grpo_vs_trl.py               # CPU: tiny preset on arithmetic-v0
-    python benchmarks/grpo_vs_trl.py --gpu         # CUDA: Qwen2.5-0.5B-shaped random bf16 model,
+    python benchmarks/grpo_vs_trl.py --gpu         # CUDA: Qwen2.5-0.5B-shaped random model (saved in bf16),
                                                    # 8 prompts × 8 samples, 256 new tokens
+    python benchmarks/grpo_vs_trl.py --gpu --precision bf16   # pure bf16 weights and AdamW on both sides
 
-On the GPU it also prints training-phase MFU: 6 × params × trained tokens / training seconds /
-the bf16 matmul peak measured in this script. A random-weight model practically never samples eos
+``--precision`` is the same on both sides: ``mixed`` (default on the GPU) keeps float32 master
+weights and computes under bf16 autocast — our ``model_dtype="auto"``, TRL loading float32 with
+``bf16=True``; ``bf16`` trains pure bf16 weights and AdamW states — TRL's default with a bf16
+checkpoint (its dtype comes from the checkpoint), our ``model_dtype="bfloat16"``; ``fp32`` (CPU
+default) no autocast. ``--model mini`` is the GPU's code path (random Qwen2 weights, id tokenizer,
+random prompts) at a size a CPU runs in seconds.
+
+It also prints training-phase MFU: 6 × params × trained tokens / training seconds / the matmul peak
+measured in this script (bf16 on the GPU). A random-weight model practically never samples eos
 (1 in 151,936 per token), so both sides generate the full length.
 """
 
@@ -47,7 +55,11 @@ def aggregate(runs: list, warmup: int) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gpu", action="store_true", help="CUDA, Qwen2.5-0.5B-shaped random-weight bf16 model")
+    ap.add_argument("--gpu", action="store_true", help="CUDA, Qwen2.5-0.5B-shaped random-weight model")
+    ap.add_argument("--model", choices=["tiny", "mini", "qwen0.5b"], default=None,
+                    help="default: tiny (arithmetic-v0) on CPU, qwen0.5b (random prompts) on the GPU")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "mixed"], default=None,
+                    help="both sides; default: fp32 on CPU, mixed on the GPU")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=None, help="default: 32 on CPU, 256 on the GPU")
@@ -64,21 +76,29 @@ def main(argv=None) -> dict:
     if args.gpu and not torch.cuda.is_available():
         ap.error("--gpu given but no CUDA device is available")
     new = args.new_tokens or (256 if args.gpu else 32)
+    shape = args.model or ("qwen0.5b" if args.gpu else "tiny")
+    precision = args.precision or ("mixed" if args.gpu else "fp32")
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
-        s = Setup(model_dir=make_model_dir(work, gpu_shape=args.gpu), env_kwargs={}, prompts=args.prompts,
+        s = Setup(model_dir=make_model_dir(work, shape), env_kwargs={}, prompts=args.prompts,
                   group=args.group, max_new_tokens=new, learning_rate=args.lr, steps=args.steps, warmup=args.warmup,
-                  gpu=args.gpu, gradient_checkpointing=args.gradient_checkpointing, threads=args.threads,
-                  random_prompts=32 if args.gpu else 0)
+                  gpu=args.gpu, precision=precision, gradient_checkpointing=args.gradient_checkpointing,
+                  threads=args.threads, random_prompts=0 if shape == "tiny" else 32)
         runs = {"ours": [], "trl": []}
         for r in range(args.rounds):
             for side in alternate(("ours", "trl"), r):
                 print(f"round {r + 1}/{args.rounds}: {side} ...", file=sys.stderr, flush=True)
                 runs[side].append(run_worker(__file__, side, s, work, f"r{r}", args.timeout))
+                done = aggregate(runs[side][-1:], args.warmup)  # kept in the log if a later run fails
+                print(f"  {side}: median step {done['total_s']:.3f} s, peak {done['peak_mem_gib']:.2f} GiB",
+                      file=sys.stderr, flush=True)
     peak = matmul_peak_flops(args.gpu)
     ours, trl = aggregate(runs["ours"], args.warmup), aggregate(runs["trl"], args.warmup)
 
-    model = "Qwen2.5-0.5B-shaped, random, bf16" if args.gpu else "tiny preset, float32, arithmetic-v0"
+    model = {"qwen0.5b": "Qwen2.5-0.5B-shaped, random, random prompts", "mini": "mini Qwen2, random, random prompts",
+             "tiny": "tiny preset, arithmetic-v0"}[shape]
+    model += {"fp32": ", float32", "bf16": ", pure bf16 weights + AdamW (both)",
+              "mixed": ", float32 master weights + bf16 autocast (both)"}[precision]
     print(f"device: {device_name(args.gpu)}   {versions()}")
     print(f"model: {model} ({runs['ours'][0]['params'] / 1e6:.2f} M params)   {args.prompts} prompts × "
           f"{args.group} samples, ≤ {new} new tokens, lr {args.lr}, β = 0, μ = 1, "
@@ -96,10 +116,17 @@ def main(argv=None) -> dict:
           f"{ours['peak_mem_gib'] / max(trl['peak_mem_gib'], 1e-9):>9.2f}x")
     print(f"MFU = 6 × params × trained tokens / training s / measured {'bf16' if args.gpu else 'float32'} "
           f"matmul peak {peak / 1e12:.3f} TFLOP/s")
-    res = {"device": device_name(args.gpu).split(",")[0], "ours_step_s": ours["total_s"], "trl_step_s": trl["total_s"],
+    engine = runs["ours"][0].get("engine", {})
+    if engine.get("engine/cuda_graph_capture_failures"):
+        print("WARNING: our engine's CUDA graph capture failed; it decoded eagerly (see the worker's log)")
+    res = {"device": device_name(args.gpu).split(",")[0], "model": shape, "precision": precision,
+           "ours_step_s": ours["total_s"], "trl_step_s": trl["total_s"],
            "ours_tok_s": ours["tok_s"], "trl_tok_s": trl["tok_s"], "ours_peak_gib": ours["peak_mem_gib"],
            "trl_peak_gib": trl["peak_mem_gib"], "ours_mfu": ours["train_flops_s"] / peak,
-           "trl_mfu": trl["train_flops_s"] / peak, "speedup": ratio["total_s"]}
+           "trl_mfu": trl["train_flops_s"] / peak, "peak_tflops": peak / 1e12,
+           "ours_cuda_graph": int(engine.get("engine/cuda_graph", 0.0)),
+           "ours_graph_failures": int(engine.get("engine/cuda_graph_capture_failures", 0.0)),
+           "speedup": ratio["total_s"]}
     print(summary_line(res))
     return res
 

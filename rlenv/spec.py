@@ -73,7 +73,7 @@ class ModelSpec(_Strict):
 
     path: str = Field(min_length=1)
     lora: Optional[LoraSpec] = None
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
     @model_validator(mode="before")
     @classmethod

@@ -37,3 +37,21 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# -- GPU tests: one marker ----------------------------------------------------------------------------
+# `@pytest.mark.gpu` is the only thing a GPU test writes: without CUDA it is skipped here. A failed
+# CUDA-graph capture is an error in every test (in production it is a counted warning).
+os.environ.setdefault("RLENV_STRICT_CUDA_GRAPH", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_tests:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device (marked gpu)")
+        for item in gpu_tests:
+            item.add_marker(skip)

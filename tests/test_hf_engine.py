@@ -181,17 +181,61 @@ def test_bad_inputs_raise_clear_errors(engine):
         make_engine("nope")
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_graph_decode_matches_eager(tiny_model_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def test_a_failed_cuda_graph_capture_is_an_error_when_strict_and_a_counted_warning_otherwise(
+        model_and_tok, caplog):
+    """The failure path itself, on CPU: forcing graph capture on a CPU model makes the capture fail
+    for real (no CUDA stream). Strict: the call raises and names the cause. Lenient: one logged
+    warning with the reason, the failure counted in the metrics, and the samples of an eager engine
+    (log-probs to float rounding: the failed call padded its prompts to the graph's length bucket)."""
+    from rlenv.engines.hf import CudaGraphCaptureError
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).cuda()
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    params = SamplingParams(n=4, max_new_tokens=32, temperature=0)
-    graph = HFEngine(model, tok, use_cuda_graph=True).generate(PROMPTS, params)
+    model, tok = model_and_tok
+    params = SamplingParams(n=2, max_new_tokens=10, seed=9)
+    strict = HFEngine(model, tok, strict_cuda_graph=True)
+    strict.use_cuda_graph = True
+    with pytest.raises(CudaGraphCaptureError, match="capturing the decode step .* failed"):
+        strict.generate(PROMPTS, params)
+    assert strict.graph_capture_failures == 1 and strict.graph_failure_reason
+
+    lenient = HFEngine(model, tok, strict_cuda_graph=False)
+    lenient.use_cuda_graph = True
+    with caplog.at_level("WARNING", logger="rlenv.engines.hf"):
+        out = lenient.generate(PROMPTS, params)
+    warned = [r for r in caplog.records if "CUDA graph capture" in r.getMessage()]
+    assert len(warned) == 1 and lenient.graph_failure_reason in warned[0].getMessage()
+    assert lenient.metrics() == {"engine/cuda_graph_capture_failures": 1.0, "engine/cuda_graph": 0.0}
     eager = HFEngine(model, tok, use_cuda_graph=False).generate(PROMPTS, params)
-    assert [[c.token_ids for c in g] for g in graph] == [[c.token_ids for c in g] for g in eager]
+    assert [[c.token_ids for c in g] for g in out] == [[c.token_ids for c in g] for g in eager]
+    for ga, gb in zip(out, eager):
+        for ca, cb in zip(ga, gb):
+            assert torch.allclose(torch.tensor(ca.logprobs), torch.tensor(cb.logprobs), atol=1e-5)
+    lenient.generate(PROMPTS, params)  # eager from now on: no second attempt, no second count
+    assert lenient.graph_capture_failures == 1
+
+
+def test_decoding_under_mixed_precision_autocast(model_and_tok):
+    """The trainer's mixed precision wraps the shared model's forward in bf16 autocast (float32
+    weights; a decode step's values come out in bf16, its keys in float32): the decode cache takes
+    both, and the log-probs are those of an autocast forward of the sampled sequence."""
+    model, tok = model_and_tok
+    engine = HFEngine(model, tok, share_prefix=False)
+    params = SamplingParams(n=2, max_new_tokens=12, seed=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = engine.generate(PROMPTS, params)
+        for prompt, group in zip(PROMPTS, out):
+            prompt_ids = encode_prompt(tok, prompt)
+            for comp in group:
+                ref = fresh_logprobs(model, prompt_ids, comp.token_ids, params)
+                assert torch.allclose(torch.tensor(comp.logprobs), ref.float(), atol=0.05)
+
+
+def test_strict_mode_follows_the_environment_variable(model_and_tok, monkeypatch):
+    model, tok = model_and_tok
+    monkeypatch.setenv("RLENV_STRICT_CUDA_GRAPH", "1")
+    assert HFEngine(model, tok).strict_cuda_graph
+    monkeypatch.setenv("RLENV_STRICT_CUDA_GRAPH", "0")
+    assert not HFEngine(model, tok).strict_cuda_graph
+    assert HFEngine(model, tok, strict_cuda_graph=True).strict_cuda_graph
 
 
 @pytest.mark.slow

@@ -80,7 +80,7 @@ class TrainConfig(_Checks):
     per_device_train_batch_size: int = 8
     per_device_eval_batch_size: int = 32
     mixed_precision: str = "auto"  # auto: bf16 on a CUDA device that supports it, else no
-    model_dtype: str = "float32"  # weights' dtype when loading; auto: bf16 on CUDA, float32 on CPU
+    model_dtype: str = "auto"  # auto: float32 on CPU; on CUDA float32 trained weights (bf16 autocast), bf16 frozen ones
     gradient_checkpointing: bool = False
     seed: int = 0
     logging_steps: int = 1

@@ -68,7 +68,7 @@ import torch
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .config import TrainConfig
 from .metrics_log import MetricsLogger
-from .modeling import apply_lora, enable_gradient_checkpointing, load_model, make_reference
+from .modeling import apply_lora, compute_dtype, enable_gradient_checkpointing, load_model, make_reference
 
 
 def _mixed_precision(setting: str) -> Optional[str]:
@@ -142,7 +142,8 @@ class BaseTrainer:
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         self.model = model
-        self.ref = make_reference(model, needed=self.needs_reference())
+        self.ref = make_reference(model, needed=self.needs_reference(),
+                                  dtype=compute_dtype(self.accelerator.mixed_precision))
         self.extra_modules: dict = {}
         self._module_lr: dict = {}  # extra module name -> its own learning rate
         self.train_rows: list = []

@@ -8,7 +8,8 @@ Everything goes through transformers' ``from_pretrained`` and peft; nothing here
 - :func:`apply_lora` — wrap a model in a peft LoRA adapter (``config.use_lora``).
 - :class:`Reference` — the frozen reference policy: the same model with adapters disabled under
   LoRA (no second copy in memory), a frozen deep copy otherwise. Trainers with β = 0 keep none.
-- :func:`token_logprobs` — log-prob of each next token, the forward every policy loss needs.
+- :func:`token_logprobs` / :func:`forward_logprobs` — log-prob of each next token, the forward every
+  policy loss needs (chunked over the vocabulary: :mod:`trainers.logprobs`).
 """
 
 from __future__ import annotations
@@ -22,14 +23,28 @@ from typing import Any, Optional
 
 import torch
 
+from .logprobs import forward_token_logprobs, logits_logprobs
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_dtype(name: str) -> torch.dtype:
-    """``model_dtype`` → torch dtype; ``auto`` is bf16 on CUDA and float32 on CPU."""
+def resolve_dtype(name: str, trained: bool = True) -> torch.dtype:
+    """``model_dtype`` → torch dtype.
+
+    ``auto`` is what a user of accelerate's mixed precision expects: float32 on CPU; on CUDA,
+    float32 for weights an optimizer updates (the master weights — accelerate's bf16 autocast does
+    the arithmetic in bf16) and bf16 for weights nothing updates (``trained=False``: a LoRA base,
+    the reference copy, an inference-only model)."""
     if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        return torch.bfloat16 if torch.cuda.is_available() and not trained else torch.float32
     return _DTYPES[name]
+
+
+def compute_dtype(mixed_precision: str) -> Optional[torch.dtype]:
+    """The dtype a model computes in under accelerate's ``mixed_precision`` (``"bf16"`` → bf16),
+    None when it computes in its weights' dtype. (fp16 autocast keeps overflow-prone ops in float32,
+    which a pure fp16 copy could not: only bf16 is returned.)"""
+    return torch.bfloat16 if mixed_precision == "bf16" else None
 
 
 def load_tokenizer(name_or_path: str) -> Any:
@@ -97,13 +112,24 @@ def load_model(name_or_model: Any, *, kind: str = "causal_lm", dtype: str = "flo
 
 def apply_lora(model: Any, config: Any, kind: str = "causal_lm") -> Any:
     """Wrap ``model`` in a trainable LoRA adapter from ``config`` (``lora_r``, ``lora_alpha``,
-    ``lora_dropout``, ``lora_target_modules``). A reward head stays fully trainable."""
+    ``lora_dropout``, ``lora_target_modules``). A reward head stays fully trainable.
+
+    With ``model_dtype="auto"`` on CUDA the frozen base is cast to bf16 (no optimizer touches it)
+    while everything trained — the adapters, a reward head — stays float32 (see :func:`resolve_dtype`)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
+    auto_gpu = getattr(config, "model_dtype", None) == "auto" and resolve_dtype("auto", trained=False) != torch.float32
+    if auto_gpu and next(model.parameters()).dtype == torch.float32:
+        model = model.to(resolve_dtype("auto", trained=False))
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=config.lora_target_modules,
                       task_type=TaskType.CAUSAL_LM if kind == "causal_lm" else TaskType.SEQ_CLS)
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)  # peft keeps the adapters float32 (autocast_adapter_dtype)
+    if auto_gpu:
+        for p in model.parameters():
+            if p.requires_grad and p.dtype != torch.float32:  # a reward head copied from the bf16 base
+                p.data = p.data.float()
+    return model
 
 
 def enable_gradient_checkpointing(model: Any) -> None:
@@ -129,6 +155,11 @@ class Reference:
         self.autocast = contextlib.nullcontext  # the loop sets accelerator.autocast (mixed precision)
 
     @property
+    def module(self) -> Any:
+        """The model a call runs (the frozen copy, or the policy whose adapters it disables)."""
+        return self.frozen if self.frozen is not None else self.policy
+
+    @property
     def shares_weights(self) -> bool:
         """True when the reference is the policy with adapters disabled (no copy)."""
         return self.frozen is None
@@ -147,14 +178,21 @@ class Reference:
         return self
 
 
-def make_reference(model: Any, needed: bool = True) -> Optional[Reference]:
+def make_reference(model: Any, needed: bool = True, dtype: Optional[torch.dtype] = None) -> Optional[Reference]:
     """The reference for ``model`` (call before wrapping it for distribution): None when not
-    ``needed`` (β = 0), adapters disabled under LoRA, else a frozen deep copy in eval mode."""
+    ``needed`` (β = 0), adapters disabled under LoRA, else a frozen deep copy in eval mode.
+
+    ``dtype``: the dtype the policy computes in (:func:`compute_dtype`; bf16 under bf16 mixed
+    precision). The frozen copy is stored in it: nothing updates it, so float32 master weights would
+    only double its memory. (Under autocast the policy's norms and residual stream stay float32, so
+    its step-0 log-probs differ from the bf16 copy's by bf16 rounding.)"""
     if not needed:
         return None
     if hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):
         return Reference(model)
     frozen = copy.deepcopy(model)
+    if dtype is not None and next(frozen.parameters()).dtype == torch.float32:
+        frozen = frozen.to(dtype)
     frozen.eval()
     frozen.requires_grad_(False)
     return Reference(model, frozen)
@@ -164,21 +202,24 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: f
     """Log-prob of each next token: ``out[:, t] = log p(input_ids[:, t+1] | input_ids[:, :t+1])``.
 
     ``logits`` are the model's ``[B, T, V]`` logits for ``input_ids`` ``[B, T]``; returns ``[B, T-1]``
-    in float32. ``temperature`` divides the logits first (match the sampling distribution).
-    Computed as ``logit[label] - logsumexp(logits)`` so no ``[B, T, V]`` log-softmax is stored.
+    in float32. ``temperature`` divides the logits first (match the sampling distribution). Works a
+    chunk of positions at a time in float32 (:func:`trainers.logprobs.logits_logprobs`), so no
+    full-size float32 copy of the logits is made.
     """
-    logits = logits[:, :-1].float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    labels = input_ids[:, 1:].unsqueeze(-1)
-    return logits.gather(-1, labels).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return logits_logprobs(logits[:, :-1], input_ids[:, 1:], temperature)[0]
 
 
 def forward_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      temperature: float = 1.0) -> torch.Tensor:
-    """Run ``model`` (a causal LM, or a :class:`Reference`) and return :func:`token_logprobs`.
+    """Run ``model`` (a causal LM, or a :class:`Reference`) and return :func:`token_logprobs`,
+    computed by a chunked LM head (:func:`trainers.logprobs.forward_token_logprobs`) where the
+    architecture allows: the ``[B, T, V]`` logits are never materialised.
 
     Positions are taken from the attention mask so left- and right-padded rows score the same."""
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    return token_logprobs(out.logits, input_ids, temperature)
+    # position t predicts token t + 1; the last position predicts nothing (scored on any token, dropped)
+    labels = torch.cat([input_ids[:, 1:], input_ids[:, -1:]], 1)
+    _, logprobs, _ = forward_token_logprobs(model, labels, temperature=temperature, input_ids=input_ids,
+                                            attention_mask=attention_mask, position_ids=position_ids,
+                                            use_cache=False)
+    return logprobs[:, :-1]

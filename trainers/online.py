@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .loop import BaseTrainer
-from .losses import entropy_from_logits, selective_log_softmax
+from .logprobs import forward_token_logprobs
 
 
 # -- env ----------------------------------------------------------------------------------------------
@@ -62,19 +62,19 @@ def completion_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: tor
     ``start`` ≥ 1 is the first position that can hold a generated token (the shortest prompt).
     Logits are divided by ``temperature`` so the distribution is the one the engine sampled from.
     Returns ``(logprobs, entropy or None)``. Positions come from the attention mask, so left- and
-    right-padded rows score the same.
+    right-padded rows score the same. The LM head runs chunked on the completion positions only
+    (:mod:`trainers.logprobs`: no ``[tokens, vocab]`` float32 tensor).
     """
     if start < 1:
         raise ValueError(f"completion_logprobs: start must be ≥ 1 (a token needs a prefix), got {start}")
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     keep = input_ids.shape[1] - start + 1
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                use_cache=False, logits_to_keep=keep)
-    logits = out.logits[:, -keep:-1]
-    if temperature != 1.0:
-        logits = logits / temperature
-    logprobs = selective_log_softmax(logits, input_ids[:, start:])
-    return logprobs, (entropy_from_logits(logits.detach()) if with_entropy else None)
+    # the last kept position predicts nothing: score it on any token and drop it
+    labels = torch.cat([input_ids[:, start:], input_ids[:, -1:]], 1)
+    _, logprobs, entropy = forward_token_logprobs(
+        model, labels, temperature=temperature, with_entropy=with_entropy, input_ids=input_ids,
+        attention_mask=attention_mask, position_ids=position_ids, use_cache=False, logits_to_keep=keep)
+    return logprobs[:, :-1], (entropy[:, :-1] if with_entropy else None)
 
 
 def shared_prefix_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int,
@@ -106,9 +106,6 @@ def shared_prefix_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: 
     p_mask = (ar[None] >= shift).long()
     p_ids = torch.where(p_mask.bool(), input_ids[rep][:, :P].gather(1, src), 0)
     p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, logits_to_keep=1)
-    cache, first = out.past_key_values, out.logits[:, -1]
-    cache.batch_select_indices(idx.to(input_ids.device))  # [groups] → [rows]; gradients sum back
     # completions (and anything after the prompt), right-padded from column 0
     lengths = attention_mask.long().sum(-1)
     clen = lengths - plen
@@ -116,14 +113,20 @@ def shared_prefix_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: 
     ac = torch.arange(C, device=input_ids.device)
     c_valid = ac[None] < clen[:, None]
     c_ids = torch.where(c_valid, input_ids.gather(1, (plen[:, None] + ac[None]).clamp(max=input_ids.shape[1] - 1)), 0)
+    # the prompt's last position predicts each row's first completion token
+    out, lp_first, e_first = forward_token_logprobs(
+        model, c_ids[:, :1], temperature=temperature, with_entropy=with_entropy, rows=idx.to(input_ids.device),
+        input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    cache.batch_select_indices(idx.to(input_ids.device))  # [groups] → [rows]; gradients sum back
     mask = torch.cat([p_mask[idx], c_valid.long()], 1)
     c_pos = plen[:, None] + ac[None]
-    logits = model(input_ids=c_ids, attention_mask=mask, position_ids=c_pos, past_key_values=cache,
-                   use_cache=True).logits
-    logits = torch.cat([first[idx][:, None], logits[:, :-1]], 1)  # logit j predicts completion token j
-    if temperature != 1.0:
-        logits = logits / temperature
-    lp = selective_log_softmax(logits, c_ids)
+    # completion position j predicts token j + 1 (the last one predicts nothing: scored on any token)
+    _, lp_rest, e_rest = forward_token_logprobs(
+        model, torch.cat([c_ids[:, 1:], c_ids[:, :1]], 1), temperature=temperature, with_entropy=with_entropy,
+        input_ids=c_ids, attention_mask=mask, position_ids=c_pos, past_key_values=cache, use_cache=True,
+        logits_to_keep=C)
+    lp = torch.cat([lp_first, lp_rest[:, :-1]], 1)  # column j: completion token j ([B, C] floats only)
     # back into completion_logprobs' layout: column (prompt_length - start + j) holds token j
     W = input_ids.shape[1] - start
     rows = torch.arange(len(plen), device=input_ids.device)[:, None].expand(-1, C)[c_valid]
@@ -131,7 +134,7 @@ def shared_prefix_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: 
     out_lp = torch.zeros(len(plen), W, dtype=lp.dtype, device=lp.device).index_put((rows, cols), lp[c_valid])
     ent = None
     if with_entropy:
-        e = entropy_from_logits(logits.detach())
+        e = torch.cat([e_first, e_rest[:, :-1]], 1)
         ent = torch.zeros(len(plen), W, dtype=e.dtype, device=e.device).index_put((rows, cols), e[c_valid])
     return out_lp, ent
 
@@ -272,6 +275,12 @@ class OnlineTrainer(BaseTrainer):
         # (to overlap slow verifiers with generation) measured 1.7x slower generation on CPU
         batch = collect_rollouts(self.env, self.engine, n_prompts, group_size=c.group_size, sampling=params,
                                  seed=seed, chunk_groups=n_prompts)
+        # the HF engine's decode caches and CUDA graphs give their memory to the scoring and training
+        # passes (rebuilt at the next rollout); its health (graph capture failures) is logged with it
+        if hasattr(self.engine, "release_memory"):
+            self.engine.release_memory()
+        if hasattr(self.engine, "metrics"):
+            batch.metrics.update(self.engine.metrics())
         if self.curriculum is not None and round_ == 0:  # refill rounds are biased towards hard prompts
             self._observe_curriculum(batch)
         gen = batch.metrics.get("generation_time_s", 0.0)

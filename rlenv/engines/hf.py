@@ -13,6 +13,11 @@ It shares the trainer's model object (no copy, so there is nothing to sync). One
 
 Rows that finish early keep running until all are done (fixed shapes); their extra tokens are cut
 by :func:`rlenv.engines.stops.finish_row`.
+
+A decode step that cannot be captured (a model whose forward syncs with the host, say) never fails
+silently: with ``strict_cuda_graph`` (or ``RLENV_STRICT_CUDA_GRAPH=1``, which the test suite sets)
+it raises :class:`CudaGraphCaptureError`; otherwise it logs a warning with the reason, decodes
+eagerly, and counts the failure in :meth:`HFEngine.metrics` (the trainers log it with each rollout).
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import inspect
+import logging
 import os
 import time
-import warnings
 from typing import Any, Optional, Sequence
 
 import torch
@@ -31,6 +36,15 @@ from . import prefix_attention
 from .base import Completion, Engine, SamplingParams
 from .sampling import sample_from_logits
 from .stops import finish_row, first_stop
+
+logger = logging.getLogger(__name__)
+
+#: set to 1 to make every CUDA-graph capture failure an error (the test suite sets it)
+STRICT_ENV = "RLENV_STRICT_CUDA_GRAPH"
+
+
+class CudaGraphCaptureError(RuntimeError):
+    """The decode step could not be captured in a CUDA graph and the engine was told to be strict."""
 
 
 def encode_prompt(tokenizer: Any, prompt: Any) -> list:
@@ -69,8 +83,10 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list:
 class _DecodeState:
     """The fixed-shape buffers of one decode run (reused, with its CUDA graph, across calls)."""
 
-    def __init__(self, cache, batch: int, max_len: int, max_new: int, device: torch.device, prefix: dict = None):
+    def __init__(self, cache, batch: int, max_len: int, max_new: int, device: torch.device, dtype: torch.dtype,
+                 prefix: dict = None):
         self.cache = cache
+        self.dtype = dtype  # of the cache (an additive attention mask takes it too)
         self.prefix = prefix  # shared-prefix mode: the prompts' own cache, once per prompt
         self.kv_valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
         self.cur = torch.zeros(batch, dtype=torch.long, device=device)
@@ -101,6 +117,22 @@ def _zero_padding(kv: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(valid[:, None, :, None], kv, torch.zeros((), dtype=kv.dtype, device=kv.device))
 
 
+def _cast_on_update(layer: Any) -> None:
+    """Let a static cache layer take keys and values of another dtype (cast on write), as the dynamic
+    cache does by promotion: under autocast a decode step's values arrive in bf16, its keys in float32."""
+    update = layer.update
+
+    def update_casting(key_states, value_states, *args, **kwargs):
+        return update(key_states.to(layer.keys.dtype), value_states.to(layer.values.dtype), *args, **kwargs)
+
+    layer.update = update_casting
+
+
+def _describe(e: BaseException) -> str:
+    first_line = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first_line}"
+
+
 class HFEngine(Engine):
     """Generation from a transformers causal LM (or a peft model wrapping one), sharing its weights.
 
@@ -114,11 +146,13 @@ class HFEngine(Engine):
             prompt and attend to it with :mod:`rlenv.engines.prefix_attention` (exact; ``n``-fold less
             cache traffic per step). ``None`` (default): for the architectures it supports, when the
             prompt is at least as long as ``max_new_tokens``; ``True``: whenever supported; ``False``: never.
+        strict_cuda_graph: raise :class:`CudaGraphCaptureError` when the capture fails instead of
+            warning and decoding eagerly (default: the ``RLENV_STRICT_CUDA_GRAPH`` environment variable).
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, *, max_batch_size: int = 256,
                  use_cuda_graph: Optional[bool] = None, check_every: int = 16, dtype: Any = None,
-                 share_prefix: Optional[bool] = None):
+                 share_prefix: Optional[bool] = None, strict_cuda_graph: Optional[bool] = None):
         if isinstance(model, (str, os.PathLike)):
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -138,6 +172,11 @@ class HFEngine(Engine):
         self.check_every = max(1, int(check_every))
         self._requested_graph = use_cuda_graph
         self._requested_share = share_prefix
+        if strict_cuda_graph is None:
+            strict_cuda_graph = os.environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes")
+        self.strict_cuda_graph = bool(strict_cuda_graph)
+        self.graph_capture_failures = 0  # counted over the engine's life (see metrics())
+        self.graph_failure_reason: Optional[str] = None
         self._states: collections.OrderedDict = collections.OrderedDict()
         self.last_stats: dict = {}
         self._adopt(model)
@@ -169,9 +208,22 @@ class HFEngine(Engine):
         if model is not None and model is not self.model:
             self._adopt(model)
 
+    def release_memory(self) -> None:
+        """Drop the decode buffers (static caches) and CUDA graphs with their memory pools, so the
+        training phase can use that memory; the next :meth:`generate` builds (and captures) them
+        again. The online trainers call it after each rollout."""
+        self._states.clear()
+
     def close(self) -> None:
         """Drop the cached decode buffers and CUDA graphs."""
-        self._states.clear()
+        self.release_memory()
+
+    def metrics(self) -> dict:
+        """Engine health for the trainer's log: ``engine/cuda_graph_capture_failures`` (over the
+        engine's life; > 0 means decoding fell back to eager, see the logged warning) and
+        ``engine/cuda_graph`` (1 when the last call decoded through a captured graph)."""
+        return {"engine/cuda_graph_capture_failures": float(self.graph_capture_failures),
+                "engine/cuda_graph": float(self.last_stats.get("cuda_graph", 0.0))}
 
     # -- public API --------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Any], params: SamplingParams, *,
@@ -188,6 +240,7 @@ class HFEngine(Engine):
         self._net.eval()  # no dropout while sampling; restored for the trainer afterwards
         out: list = []
         start, generated = time.perf_counter(), 0
+        self._graph_replays = 0
         try:
             with torch.inference_mode():
                 for c, i in enumerate(range(0, len(ids), per_chunk)):
@@ -202,7 +255,9 @@ class HFEngine(Engine):
                 self._net.train()
         elapsed = time.perf_counter() - start
         self.last_stats = {"generated_tokens": generated, "time_s": elapsed,
-                           "tokens_per_s": generated / max(elapsed, 1e-9)}
+                           "tokens_per_s": generated / max(elapsed, 1e-9),
+                           "cuda_graph": float(self._graph_replays > 0),
+                           "cuda_graph_capture_failures": float(self.graph_capture_failures)}
         return out
 
     # -- one chunk ---------------------------------------------------------------------------
@@ -230,16 +285,21 @@ class HFEngine(Engine):
         # auto: only where the prompt part is at least the generated part — with long generations from
         # short prompts the per-row own-token attention dominates and one fused SDPA call is faster
         shared = self.share_prefix and n > 1 and (self._requested_share is True or L >= max_new)
-        key = (B, n, L + max_new, max_new, params.temperature, params.top_k, params.top_p, ignore_eos, shared)
+        # the cache takes the prefill cache's dtype: the weights' dtype, or — when the trainer's mixed
+        # precision wrapped the shared model's forward in autocast — float32 (keys leave the rotary
+        # embedding in float32, values leave v_proj in bf16; the prefill cache promotes both)
+        kv_dtype = prefill.layers[0].keys.dtype
+        key = (B, n, L + max_new, max_new, params.temperature, params.top_k, params.top_p, ignore_eos, shared,
+               kv_dtype)
         if shared:  # the prompt cache once per prompt; the step's own cache holds generated tokens only
-            st = self._state(key, B, max_new, max_new, prefix_shape=(P, L))
+            st = self._state(key, B, max_new, max_new, kv_dtype, prefix_shape=(P, L))
             st.load_prefix(prefill, attn.bool())
             for static in st.cache.layers:
                 static.cumulative_length.fill_(0)
             st.kv_valid.zero_()
             st.write_pos.fill_(0)
         else:
-            st = self._state(key, B, L + max_new, max_new)
+            st = self._state(key, B, L + max_new, max_new, kv_dtype)
             valid = attn.bool().repeat_interleave(n, 0)
             for static, dyn in zip(st.cache.layers, prefill.layers):
                 for dst, src in ((static.keys, dyn.keys), (static.values, dyn.values)):
@@ -294,7 +354,8 @@ class HFEngine(Engine):
                 st.finished[torch.tensor(hit, device=st.finished.device)] = True
         return bool(st.finished.all())
 
-    def _state(self, key: tuple, batch: int, max_len: int, max_new: int, prefix_shape: tuple = None) -> _DecodeState:
+    def _state(self, key: tuple, batch: int, max_len: int, max_new: int, dtype: torch.dtype,
+               prefix_shape: tuple = None) -> _DecodeState:
         from transformers import StaticCache
 
         if key in self._states:
@@ -308,15 +369,17 @@ class HFEngine(Engine):
         text_cfg = self.config.get_text_config(decoder=True)
         heads = getattr(text_cfg, "num_key_value_heads", None) or text_cfg.num_attention_heads
         head_dim = getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // text_cfg.num_attention_heads
-        cache.early_initialization(batch, heads, head_dim, self.dtype, self.device)
+        cache.early_initialization(batch, heads, head_dim, dtype, self.device)
+        for layer in cache.layers:
+            _cast_on_update(layer)
         prefix = None
         if prefix_shape is not None:
             P, L = prefix_shape
             shape = (P, heads, L, head_dim)
-            prefix = {"k": [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in cache.layers],
-                      "v": [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in cache.layers],
+            prefix = {"k": [torch.zeros(shape, dtype=dtype, device=self.device) for _ in cache.layers],
+                      "v": [torch.zeros(shape, dtype=dtype, device=self.device) for _ in cache.layers],
                       "mask": torch.zeros((P, 1, 1, L), dtype=torch.bool, device=self.device), "n": batch // P}
-        st = _DecodeState(cache, batch, max_len, max_new, self.device, prefix)
+        st = _DecodeState(cache, batch, max_len, max_new, self.device, dtype, prefix)
         self._states[key] = st  # keep the two latest shapes (and their CUDA graphs) for the next calls
         while len(self._states) > 2:
             self._states.popitem(last=False)
@@ -332,8 +395,8 @@ class HFEngine(Engine):
         elif self._mask_kind == "bool":
             mask = st.kv_valid[:, None, None, :]
         elif self._mask_kind == "float":
-            mask = torch.zeros(st.kv_valid.shape, dtype=self.dtype, device=st.kv_valid.device).masked_fill(
-                ~st.kv_valid, torch.finfo(self.dtype).min)[:, None, None, :]
+            mask = torch.zeros(st.kv_valid.shape, dtype=st.dtype, device=st.kv_valid.device).masked_fill(
+                ~st.kv_valid, torch.finfo(st.dtype).min)[:, None, None, :]
         else:
             mask = st.kv_valid.long()
         logits = self._net(input_ids=st.cur[:, None], attention_mask=mask, position_ids=st.positions[:, None],
@@ -354,30 +417,52 @@ class HFEngine(Engine):
             st.graph = self._capture(st, params, ignore_eos) or False
         if st.graph:
             st.graph.replay()
+            self._graph_replays += 1
         else:
             self._step(st, params, ignore_eos)
 
     def _capture(self, st: _DecodeState, params: SamplingParams, ignore_eos: bool):
-        """Record one decode step as a CUDA graph; on any failure warn once and stay eager."""
+        """Record one decode step as a CUDA graph. A failure leaves the decode state as it was and
+        raises (strict) or warns, is counted, and switches the engine to eager decoding."""
+        saved = [t.clone() for t in st.mutable()]
+        rng = st.generator.get_state()
         try:
-            saved = [t.clone() for t in st.mutable()]
-            rng = st.generator.get_state()
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # warm-up runs (allocator, lazy inits) outside the graph
                 for _ in range(2):
                     self._step(st, params, ignore_eos)
             torch.cuda.current_stream().wait_stream(side)
-            for dst, src in zip(st.mutable(), saved):
-                dst.copy_(src)
-            st.generator.set_state(rng)
+            self._restore(st, saved, rng)
+            # weights autocast cast before (under a caller's autocast context) must not be baked into the
+            # graph: it has to cast the current weights on every replay
+            torch.clear_autocast_cache()
             graph = torch.cuda.CUDAGraph()
             if hasattr(graph, "register_generator_state"):
                 graph.register_generator_state(st.generator)
             with torch.cuda.graph(graph):
                 self._step(st, params, ignore_eos)
             return graph
-        except Exception as e:  # a model the graph cannot hold still generates, only slower
-            warnings.warn(f"HFEngine: CUDA graph capture failed ({type(e).__name__}: {e}); decoding eagerly")
+        except Exception as e:  # noqa: BLE001 - any failure is reported below, never swallowed
+            # ending a broken capture raises a second error on top of the first: name both
+            reason = _describe(e) if e.__context__ is None else f"{_describe(e.__context__)}; then {_describe(e)}"
+            self.graph_capture_failures += 1
+            self.graph_failure_reason = reason
             self.use_cuda_graph = False
+            self._restore(st, saved, rng)  # warm-up steps may have run: undo them
+            if self.strict_cuda_graph:
+                raise CudaGraphCaptureError(
+                    f"HFEngine: capturing the decode step of {type(self._net).__name__} in a CUDA graph failed "
+                    f"({reason}). Fix the model (no host syncs or data-dependent shapes in its forward), or "
+                    f"pass use_cuda_graph=False; unset {STRICT_ENV} / strict_cuda_graph to decode eagerly "
+                    f"with a warning instead") from e
+            logger.warning("HFEngine: CUDA graph capture of the decode step failed (%s); decoding eagerly from "
+                           "now on, which is several times slower on a GPU. Counted in the metric "
+                           "engine/cuda_graph_capture_failures.", reason)
             return None
+
+    @staticmethod
+    def _restore(st: _DecodeState, saved: list, rng: torch.Tensor) -> None:
+        for dst, src in zip(st.mutable(), saved):
+            dst.copy_(src)
+        st.generator.set_state(rng)
