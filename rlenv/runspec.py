@@ -2,47 +2,60 @@
 
 .. code-block:: yaml
 
+    plugins: [my_losses]               # modules imported first (they register losses, stages, envs …)
     model: preset:tiny                 # a local path, a hub id, or preset:tiny / preset:micro
     env: {id: arithmetic-v0, kwargs: {digits: 2}}
     stages:
       - sft: {max_steps: 60, learning_rate: 3.0e-3}
       - grpo: {max_steps: 40, beta: 0.0, group_size: 8}
     engine: {name: hf, sampling: {temperature: 1.0, max_new_tokens: 16}}
+    logging: {report_to: [tensorboard], logging_steps: 5}
     output_dir: outputs/arithmetic
     seed: 0
 
-Every error names the field path, e.g. ``stages[1].grpo.beta: must be >= 0, got -1.0``. A stage's
-settings are checked against the trainer's config dataclass (:mod:`trainers.config`, imported
-lazily), unknown keys included. ``key=value`` overrides (``stages[1].grpo.beta=0.04``) are applied
-to the YAML before validation; values are parsed as YAML.
+One schema: a stage's settings *are* its trainer's config (``grpo`` → :class:`trainers.config.GRPOConfig`,
+any stage registered in :mod:`trainers.stages`), and the run-wide sections are the same models the
+configs hold. Each section fills every stage that has the field, unless the stage sets it itself:
+
+- ``model.lora`` (:class:`~trainers.config.LoraConfig`) → ``lora``; ``model.dtype`` → ``model_dtype``;
+- ``logging`` (:class:`~trainers.config.LoggingConfig`) → ``report_to``, ``logging_steps``, ``project``;
+- ``engine`` (:class:`~rlenv.engines.config.EngineConfig`) → ``engine`` and ``engine.sampling``
+  (:class:`~rlenv.engines.config.SamplingConfig`) → ``temperature``, ``max_new_tokens``, … of the
+  stages that generate;
+- ``output_dir`` → ``<output_dir>/<index>-<kind>``; ``seed`` → ``seed``.
+
+Every error names the field path, e.g. ``stages[1].grpo.beta: must be >= 0, got -1.0``; a setting
+that came from a run-wide section is reported there (``engine.sampling.max_new_tokens: …``).
+``key=value`` overrides (``stages[1].grpo.beta=0.04``) are applied to the YAML before validation;
+values are parsed as YAML.
+
+``plugins`` are module names imported before anything is validated, looked up next to the spec file,
+in the working directory and on ``sys.path``; installed packages can instead use the entry-point
+groups ``rlenv.envs``, ``rlenv.verifiers`` and ``rlenv.trainers``.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib
 import re
-import typing
+import sys
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
-__all__ = ["SpecError", "RunSpec", "ModelSpec", "LoraSpec", "EnvRef", "CurriculumSpec", "EngineSpec", "SamplingSpec",
-           "LoggingSpec", "Stage", "STAGE_CONFIGS", "load_spec", "parse_spec", "apply_overrides"]
+from trainers.config import LoggingConfig, ModelDtype, OptionalLora
+from trainers.stages import STAGES, StageSpec
 
-#: stage name -> the trainer config dataclass its settings are validated against (imported lazily)
-STAGE_CONFIGS = {
-    "sft": "trainers.config:SFTConfig",
-    "rm": "trainers.config:RewardConfig",
-    "grpo": "trainers.config:GRPOConfig",
-    "ppo": "trainers.config:PPOConfig",
-    "dpo": "trainers.config:DPOConfig",
-    "online_dpo": "trainers.config:OnlineDPOConfig",
-}
-ONLINE_STAGES = ("grpo", "ppo", "online_dpo")
+from .config import Config, FieldError, error_lines, unknown_key
+from .engines.config import EngineConfig, SamplingConfig
+
+__all__ = ["SpecError", "RunSpec", "ModelSpec", "EnvRef", "CurriculumSpec", "EngineSpec", "Stage", "load_spec",
+           "parse_spec", "apply_overrides"]
 
 
 class SpecError(ValueError):
@@ -55,119 +68,104 @@ class SpecError(ValueError):
         super().__init__("\n".join(prefix + e for e in self.errors))
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+class ModelSpec(Config):
+    """The policy model: a local path, a hub id or ``preset:tiny``; ``lora`` (every stage trains
+    LoRA adapters) or full fine-tuning; ``dtype`` of the weights (default: the stages' default)."""
 
-
-class LoraSpec(_Strict):
-    """LoRA adapter settings (peft); leave ``model.lora`` out for full fine-tuning."""
-
-    r: int = Field(16, gt=0)
-    alpha: int = Field(32, gt=0)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: Union[str, list[str]] = "all-linear"
-
-
-class ModelSpec(_Strict):
-    """The policy model: a local path, a hub id or ``preset:tiny``; ``lora`` or full fine-tuning."""
-
-    path: str = Field(min_length=1)
-    lora: Optional[LoraSpec] = None
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    path: str
+    lora: OptionalLora = None
+    dtype: Optional[ModelDtype] = None
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
-        if isinstance(v, str):  # `model: preset:tiny`
-            return {"path": v}
-        if isinstance(v, dict) and v.get("lora") is True:  # `lora: true` = default LoRA settings
-            return {**v, "lora": {}}
-        if isinstance(v, dict) and v.get("lora") is False:
-            return {**v, "lora": None}
-        return v
+        return {"path": v} if isinstance(v, str) else v  # `model: preset:tiny`
+
+    def check(self) -> None:
+        super().check()
+        if not self.path:
+            self._fail("path", "a model folder, hub id or preset:<name>", self.path)
 
 
-class CurriculumSpec(_Strict):
+class CurriculumSpec(Config):
     """Raise the env's ``knob`` through ``levels`` as the online stages' rollout pass rate rises:
     once the mean of the last ``window`` rollouts reaches ``raise_at`` (see :mod:`rlenv.curriculum`)."""
 
-    knob: str = Field(min_length=1)
-    levels: list[Any] = Field(min_length=2)
-    raise_at: float = Field(0.8, gt=0.0, le=1.0)
-    window: int = Field(5, gt=0)
+    knob: str
+    levels: list[Any]
+    raise_at: float = 0.8
+    window: int = 5
+
+    def check(self) -> None:
+        super().check()
+        if not self.knob:
+            self._fail("knob", "the name of one of the env's keyword arguments", self.knob)
+        if len(self.levels) < 2:
+            self._fail("levels", "a list of at least 2 values", self.levels)
+        self._in_range("raise_at", 0.0, 1.0, lo_open=True)
+        self._positive("window")
 
 
-class EnvRef(_Strict):
+class EnvRef(Config):
     """Which registered env to train and evaluate on, its keyword arguments and an optional
     curriculum over one of them."""
 
-    id: str = Field(min_length=1)
+    id: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
     curriculum: Optional[CurriculumSpec] = None
-
-    @model_validator(mode="after")
-    def _knob_not_in_kwargs(self) -> "EnvRef":
-        if self.curriculum is not None and self.curriculum.knob in self.kwargs:
-            raise ValueError(f"curriculum.knob `{self.curriculum.knob}` is also set in env.kwargs; "
-                             f"remove it from kwargs, the curriculum sets it (levels {self.curriculum.levels})")
-        return self
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
         return {"id": v} if isinstance(v, str) else v
 
-
-class SamplingSpec(_Strict):
-    """Generation settings shared by every online stage and eval (a stage may override them)."""
-
-    temperature: float = Field(1.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0)
-    max_new_tokens: int = Field(256, gt=0)
-    stop: list[str] = Field(default_factory=list)
+    def check(self) -> None:
+        super().check()
+        if not self.id:
+            self._fail("id", "a registered env id such as arithmetic-v0", self.id)
+        if self.curriculum is not None and self.curriculum.knob in self.kwargs:
+            raise FieldError("curriculum.knob", f": `{self.curriculum.knob}` is also set in env.kwargs; remove it "
+                                                f"from kwargs, the curriculum sets it (levels {self.curriculum.levels})")
 
 
-class EngineSpec(_Strict):
-    """The generation engine: ``hf`` (default), ``vllm``, or ``openai`` (an OpenAI-compatible server,
-    eval only). ``options`` go to the engine's constructor (e.g. ``gpu_memory_utilization``)."""
+class EngineSpec(EngineConfig):
+    """A spec's ``engine``: the :class:`EngineConfig` of the stages that generate, plus the
+    ``sampling`` settings they (and eval) use."""
 
-    name: Literal["hf", "vllm", "openai"] = "hf"
-    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-class LoggingSpec(_Strict):
-    """Where metrics go: ``metrics.jsonl`` always, TensorBoard when ``report_to: tensorboard``."""
-
-    report_to: Literal["tensorboard", "none"] = "tensorboard"
-    logging_steps: int = Field(1, gt=0)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
 
 
 @dataclasses.dataclass
 class Stage:
-    """One validated stage: its kind (``sft``, ``grpo``, …), the settings written in the spec and
-    the trainer config built from them (global settings such as seed, LoRA and sampling filled in
-    where the stage did not set them)."""
+    """One validated stage: its kind (``sft``, ``grpo``, …), the settings written in the spec, the
+    trainer config built from them (run-wide sections filled in where the stage did not set them)
+    and the registered :class:`trainers.stages.StageSpec` of its kind."""
 
     kind: str
     settings: dict
     config: Any
+    stage_type: Optional[StageSpec] = None
 
 
-class RunSpec(_Strict):
+class RunSpec(Config):
     """A validated run. Build it with :func:`load_spec` / :func:`parse_spec`."""
 
+    plugins: list[str] = Field(default_factory=list)
     model: ModelSpec
     env: EnvRef
     stages: list[dict[str, Optional[dict[str, Any]]]] = Field(min_length=1)
     engine: EngineSpec = Field(default_factory=EngineSpec)
-    logging: LoggingSpec = Field(default_factory=LoggingSpec)
-    output_dir: str = Field("outputs/run", min_length=1)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    output_dir: str = "outputs/run"
     seed: int = 0
     name: Optional[str] = None
 
     _stages: list = PrivateAttr(default_factory=list)
+
+    def check(self) -> None:
+        super().check()
+        if not self.output_dir:
+            self._fail("output_dir", "a non-empty path", self.output_dir)
 
     @property
     def stage_list(self) -> list[Stage]:
@@ -175,124 +173,97 @@ class RunSpec(_Strict):
         return list(self._stages)
 
 
-# -- error formatting -----------------------------------------------------------------------------
+# -- plugins ----------------------------------------------------------------------------------------------
 
-def _path(loc: Sequence[Any]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _model_at(loc: Sequence[Any]) -> Optional[type]:
-    """The pydantic model class that holds the field at ``loc`` (for "did you mean" hints)."""
-    cls: Any = RunSpec
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        fields = getattr(cls, "model_fields", None)
-        if not fields or part not in fields:
-            return None
-        ann = fields[part].annotation
-        cls = next((a for a in (typing.get_args(ann) or (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if cls is None:
-            return None
-    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+def import_plugins(names: Any, search: Sequence[Path] = ()) -> list[str]:
+    """Import each module of a spec's ``plugins`` list (``search`` folders first on ``sys.path``);
+    returns one error line per failure."""
+    if names is None:
+        return []
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        return [f"plugins: a list of module names (e.g. [my_losses]), got {names!r}"]
+    for folder in reversed([str(Path(p).resolve()) for p in search]):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)  # kept: a plugin may import its sibling modules later
+    errors = []
+    for i, name in enumerate(names):
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - reported with the entry at fault
+            errors.append(f"plugins[{i}]: cannot import `{name}` ({type(e).__name__}: {e}); put {name}.py next "
+                          f"to the spec or in the working directory, or install its package")
+    return errors
 
 
-def _unknown_key(path: str, key: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
-    hint = f"did you mean `{close[0]}`?" if close else f"known keys: {', '.join(sorted(known))}"
-    return f"{path}: unknown key `{key}` — {hint}"
+# -- stages -----------------------------------------------------------------------------------------------
 
-
-def _format_pydantic(e: ValidationError, prefix: Sequence[Any] = ()) -> list[str]:
-    lines = []
-    for err in e.errors():
-        loc = tuple(prefix) + tuple(err["loc"])
-        if err["type"] == "extra_forbidden":
-            model = _model_at(tuple(err["loc"])) if not prefix else None
-            known = list(model.model_fields) if model is not None else []
-            lines.append(_unknown_key(_path(loc), loc[-1], known) if known else f"{_path(loc)}: unknown key")
-            continue
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            msg = "required field is missing"
-        elif "input" in err and err["loc"] and err["type"] not in ("model_type", "dict_type"):
-            msg += f" (got {err['input']!r})"
-        lines.append(f"{_path(loc)}: {msg}")
-    return lines
-
-
-# -- stages ---------------------------------------------------------------------------------------
-
-def _config_class(kind: str) -> type:
-    mod, _, attr = STAGE_CONFIGS[kind].partition(":")
-    return getattr(importlib.import_module(mod), attr)
-
-
-def _stage_defaults(spec: RunSpec, kind: str, index: int, field_names: set) -> dict:
-    """Settings the spec fixes once for every stage; a stage's own settings win."""
-    s = spec.engine.sampling
-    lora = spec.model.lora
-    glob = {
-        "output_dir": str(Path(spec.output_dir) / f"{index}-{kind}"),
-        "seed": spec.seed,
-        "model_dtype": spec.model.dtype,
-        "report_to": spec.logging.report_to,
-        "logging_steps": spec.logging.logging_steps,
-        "use_lora": lora is not None,
-        "engine": spec.engine.name,
-        "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k, "max_new_tokens": s.max_new_tokens,
+def _run_defaults(spec: RunSpec, kind: str, index: int, fields: dict) -> dict[str, tuple[Any, str]]:
+    """What the run-wide sections give a stage config with ``fields``: field → (value, spec path)."""
+    out: dict[str, tuple[Any, str]] = {
+        "output_dir": (str(Path(spec.output_dir) / f"{index}-{kind}"), "output_dir"),
+        "seed": (spec.seed, "seed"),
     }
-    if lora is not None:
-        glob.update(lora_r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                    lora_target_modules=lora.target_modules)
-    return {k: v for k, v in glob.items() if k in field_names}
+    if spec.model.dtype is not None:
+        out["model_dtype"] = (spec.model.dtype, "model.dtype")
+    if "lora" in spec.model.model_fields_set:
+        out["lora"] = (spec.model.lora.model_dump() if spec.model.lora is not None else None, "model.lora")
+    # sections that are a part of the stage configs: the fields the user set, by name
+    for section, path in ((spec.logging, "logging"), (spec.engine.sampling, "engine.sampling")):
+        for name, value in section.model_dump(exclude_unset=True).items():
+            out[name] = (value, f"{path}.{name}")
+    engine = spec.engine.model_dump(exclude={"sampling"}, exclude_unset=True)
+    if engine:
+        out["engine"] = (engine, "engine")
+    return {k: v for k, v in out.items() if k in fields}
 
 
-_POST_INIT_ERR = re.compile(r"^(?:\w+)\.(\w+) (.*)$", re.S)
+def _merge(base: Any, own: Any) -> Any:
+    """``own`` over ``base``; mappings merge key by key (a stage's ``engine.options`` adds to the run's)."""
+    if isinstance(base, dict) and isinstance(own, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in own.items()}}
+    return own
 
 
 def _validate_stage(spec: RunSpec, index: int, item: dict, errors: list) -> Optional[Stage]:
     where = f"stages[{index}]"
     if len(item) != 1:
         errors.append(f"{where}: each stage is a mapping with exactly one key, the stage kind "
-                      f"({', '.join(STAGE_CONFIGS)}), got {sorted(item) or 'an empty mapping'}")
+                      f"({', '.join(STAGES.names())}), got {sorted(item) or 'an empty mapping'}")
         return None
     kind, settings = next(iter(item.items()))
-    if kind not in STAGE_CONFIGS:
-        errors.append(_unknown_key(where, kind, list(STAGE_CONFIGS)).replace("unknown key", "unknown stage"))
+    if kind not in STAGES:
+        errors.append(f"{where}: {unknown_key(kind, STAGES.names(), 'unknown stage')} (register your own with "
+                      f"trainers.stages.register_stage in a module listed under `plugins:`)")
         return None
+    stage_type = STAGES.get(kind)
     where = f"{where}.{kind}"
     settings = dict(settings or {})
-    cls = _config_class(kind)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    bad = [k for k in settings if k not in names]
-    for k in bad:
-        errors.append(_unknown_key(f"{where}.{k}", k, sorted(names)))
-    if bad:
-        return None
-    if kind in ONLINE_STAGES and spec.engine.name == "openai" and "engine" not in settings:
-        errors.append(f"engine.name: `openai` can only serve eval; the {kind} stage needs `hf` or `vllm`")
-        return None
+    cls = stage_type.config_class()
+    defaults = _run_defaults(spec, kind, index, cls.model_fields)
+    data = {k: v for k, (v, _) in defaults.items()}
+    data = {**data, **{k: _merge(data.get(k), v) for k, v in settings.items()}}
     try:
-        config = TypeAdapter(cls).validate_python({**_stage_defaults(spec, kind, index, names), **settings})
+        config = cls.model_validate(data)
     except ValidationError as e:
-        for line in _format_pydantic(e):
-            if line.startswith("(top level): "):  # a __post_init__ check: "Cls.field must be …"
-                m = _POST_INIT_ERR.match(line.removeprefix("(top level): "))
-                line = f"{where}.{m.group(1)}: {m.group(2)}" if m else f"{where}: {line[13:]}"
-            else:
-                line = f"{where}.{line}"
+        for line in error_lines(e, cls, where):
+            field = line[len(where) + 1:].split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
+            if field in defaults and field not in settings:  # the value came from a run-wide section
+                line = f"{defaults[field][1]}{line[len(where) + 1 + len(field):]} (for {where})"
             errors.append(line)
         return None
-    return Stage(kind, settings, config)
+    return Stage(kind, settings, config, stage_type)
 
 
-# -- overrides ------------------------------------------------------------------------------------
+# -- overrides --------------------------------------------------------------------------------------------
 
 _TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _path(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
 
 
 def _split_path(key: str) -> list:
@@ -310,8 +281,6 @@ def _split_path(key: str) -> list:
 def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     """Apply ``key=value`` overrides (dotted paths, list indices as ``[1]`` or ``.1``; values parsed
     as YAML) to a copy of ``data``. Raises :class:`SpecError` naming a malformed override."""
-    import copy
-
     out = copy.deepcopy(data)
     errors = []
     for ov in overrides:
@@ -351,13 +320,14 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     return out
 
 
-# -- entry points ---------------------------------------------------------------------------------
+# -- entry points -----------------------------------------------------------------------------------------
 
 def parse_spec(data: Any, overrides: Sequence[str] = (), source: str = "", check_env: bool = True) -> RunSpec:
     """Validate a spec given as a dict (after applying ``overrides``). Raises :class:`SpecError`.
 
-    ``check_env`` also checks that ``env.id`` is registered (imports the built-in tasks and env
-    plugins, which is cheap; no model is loaded).
+    ``plugins`` are imported first (looked up next to ``source`` and in the working directory), so
+    what they register is known to the validation. ``check_env`` also checks that ``env.id`` is
+    registered (imports the built-in tasks and env plugins, which is cheap; no model is loaded).
     """
     if data is None:
         data = {}
@@ -374,11 +344,14 @@ def parse_spec(data: Any, overrides: Sequence[str] = (), source: str = "", check
             data = apply_overrides(data, overrides)
         except SpecError as e:
             raise SpecError(e.errors, source) from None
+    search = ([Path(source).parent] if source else []) + [Path.cwd()]
+    errors = import_plugins(data.get("plugins"), search)
+    if errors:
+        raise SpecError(errors, source)
     try:
         spec = RunSpec.model_validate(data)
     except ValidationError as e:
-        raise SpecError(_format_pydantic(e), source) from None
-    errors: list[str] = []
+        raise SpecError(error_lines(e, RunSpec), source) from None
     from .models.tiny import missing_local_model
 
     missing = missing_local_model(spec.model.path)
@@ -395,7 +368,7 @@ def parse_spec(data: Any, overrides: Sequence[str] = (), source: str = "", check
             errors += _check_curriculum_knob(spec.env, env_spec)
     stages = [_validate_stage(spec, i, item, errors) for i, item in enumerate(spec.stages)]
     if errors:
-        raise SpecError(errors, source)
+        raise SpecError(list(dict.fromkeys(errors)), source)  # a run-wide section's error once, not per stage
     spec._stages = stages
     return spec
 
@@ -425,7 +398,7 @@ def load_spec(path: Union[str, Path], overrides: Sequence[str] = (), check_env: 
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError([f"no such file; pass the path of a spec YAML (see examples/)"], str(p)) from None
+        raise SpecError(["no such file; pass the path of a spec YAML (see examples/)"], str(p)) from None
     except UnicodeDecodeError as e:
         raise SpecError([f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save the spec "
                          f"as UTF-8"], str(p)) from None
@@ -441,17 +414,23 @@ def load_spec(path: Union[str, Path], overrides: Sequence[str] = (), check_env: 
     return parse_spec(data, overrides, source=str(p), check_env=check_env)
 
 
-# `rlenv.spec(id)` is the registry lookup of the public API, but importing this submodule makes
-# Python bind `rlenv.spec` to the module. Making the module callable (forwarding to
-# `rlenv.registry.spec`) keeps `rlenv.spec("arithmetic-v0")` working whichever one is bound.
-class _CallableSpecModule(type(importlib)):
-    def __call__(self, id: str):
-        """``rlenv.spec(id)``: the :class:`rlenv.registry.EnvSpec` registered under ``id``."""
-        from .registry import spec as registry_spec
-
-        return registry_spec(id)
+# -- names that moved (deprecated) ------------------------------------------------------------------------
+_MOVED = {"LoraSpec": ("trainers.config", "LoraConfig"), "LoggingSpec": ("trainers.config", "LoggingConfig"),
+          "SamplingSpec": ("rlenv.engines.config", "SamplingConfig")}
 
 
-import sys as _sys  # noqa: E402
+def __getattr__(name: str) -> Any:
+    import warnings
 
-_sys.modules[__name__].__class__ = _CallableSpecModule
+    if name in _MOVED:
+        module, attr = _MOVED[name]
+        warnings.warn(f"rlenv.runspec.{name} is now {module}.{attr} (one model shared by specs and configs)",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(module), attr)
+    if name in ("STAGE_CONFIGS", "ONLINE_STAGES"):
+        warnings.warn(f"rlenv.runspec.{name} is replaced by the stage table trainers.stages.STAGES",
+                      DeprecationWarning, stacklevel=2)
+        if name == "ONLINE_STAGES":
+            return tuple(n for n in STAGES.names() if STAGES.get(n).generates)
+        return {n: STAGES.get(n).config for n in STAGES.names()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,7 +5,7 @@ Everything goes through transformers' ``from_pretrained`` and peft; nothing here
 - :func:`load_model` — a path, hub id or ``preset:tiny`` (built offline by
   :func:`rlenv.models.tiny.resolve_model_path`); a folder holding a LoRA adapter (a previous stage
   trained with LoRA) is loaded onto its base and merged, so stages chain whatever they trained.
-- :func:`apply_lora` — wrap a model in a peft LoRA adapter (``config.use_lora``).
+- :func:`apply_lora` — wrap a model in a peft LoRA adapter (``config.lora``).
 - :class:`Reference` — the frozen reference policy: the same model with adapters disabled under
   LoRA (no second copy in memory), a frozen deep copy otherwise. Trainers with β = 0 keep none.
 - :func:`token_logprobs` — log-prob of each next token, the forward every policy loss needs.
@@ -96,12 +96,12 @@ def load_model(name_or_model: Any, *, kind: str = "causal_lm", dtype: str = "flo
 
 
 def apply_lora(model: Any, config: Any, kind: str = "causal_lm") -> Any:
-    """Wrap ``model`` in a trainable LoRA adapter from ``config`` (``lora_r``, ``lora_alpha``,
-    ``lora_dropout``, ``lora_target_modules``). A reward head stays fully trainable."""
+    """Wrap ``model`` in a trainable LoRA adapter from ``config`` (a :class:`trainers.config.LoraConfig`:
+    ``r``, ``alpha``, ``dropout``, ``target_modules``). A reward head stays fully trainable."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.lora_target_modules,
+    lora = LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                      target_modules=config.target_modules,
                       task_type=TaskType.CAUSAL_LM if kind == "causal_lm" else TaskType.SEQ_CLS)
     return get_peft_model(model, lora)
 

@@ -1,6 +1,7 @@
 """Stages from a spec: ``rlenv train SPEC.yaml [key=value …]`` → :func:`run_spec`.
 
-The stages run in order, each starting from the previous stage's exported model:
+The stages run in order, each starting from the previous stage's exported model. Each kind is a
+registered :class:`trainers.stages.StageSpec` (config, trainer, whether it generates); the built-ins:
 
 - ``sft`` — on the env's ideal completions (``task.info["target"]``);
 - ``rm`` — a reward model trained on verifier pairs of the current policy (correct vs incorrect
@@ -19,15 +20,13 @@ with rich and saved as ``<output_dir>/summary.json``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-TRAINERS = {"sft": "SFTTrainer", "rm": "RewardTrainer", "dpo": "DPOTrainer", "grpo": "GRPOTrainer",
-            "ppo": "PPOTrainer", "online_dpo": "OnlineDPOTrainer"}
+from .stages import StageRun, StageSpec
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -39,46 +38,19 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _pairs_for(model: str, env: Any, config: Any, seed: int, out_dir: Path) -> list:
-    """Verifier pairs of the current policy for a dpo/rm stage, saved to ``pairs.jsonl``."""
-    from .metrics_log import append_jsonl
-    from .pairs import verifier_pairs
-
-    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
-    wanted = per_step * config.max_steps if config.max_steps > 0 else 512
-    pairs = verifier_pairs(model, env, num_prompts=min(2048, max(128, wanted)), samples_per_prompt=8,
-                           max_new_tokens=config.eval_max_new_tokens, seed=seed, fallback_to_target=True)
-    if not pairs:
-        raise RuntimeError(f"no preference pairs: the model at {model} got every sampled prompt all right or "
-                           f"all wrong; train an sft stage first or raise temperature")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "pairs.jsonl"
-    if path.exists():
-        path.unlink()
-    append_jsonl(path, pairs)
-    return pairs
-
-
-def _build_trainer(kind: str, model: str, config: Any, env: Any, reward_model: Optional[str], seed: int,
-                   out_dir: Path, curriculum: Any = None) -> Any:
-    import trainers
-
-    cls = getattr(trainers, TRAINERS[kind])
-    if kind == "sft":
-        steps = config.max_steps if config.max_steps > 0 else 0
-        n = min(20000, max(2000, steps * config.per_device_train_batch_size * config.gradient_accumulation_steps))
-        return cls(model, config, env=env, num_env_examples=n)
-    if kind == "rm":
-        pairs = _pairs_for(model, env, config, seed, out_dir)
-        held = max(1, len(pairs) // 10)  # held-apart pairs for the accuracy shown in the summary
-        return cls(model, config, train_dataset=pairs[held:], eval_dataset=pairs[:held])
-    if kind == "dpo":
-        return cls(model, config, train_dataset=_pairs_for(model, env, config, seed, out_dir), env=env)
-    if reward_model and hasattr(config, "reward_model") and not config.reward_model:
-        config = dataclasses.replace(config, reward_model=reward_model)
-    if curriculum is not None:  # the env at the curriculum's current level (it may rise during the stage)
-        return cls(model=model, config=config, curriculum=curriculum)
-    return cls(model=model, env=env, config=config)
+def build_trainer(stage: StageSpec, model: str, config: Any, run: StageRun) -> Any:
+    """The trainer of one stage: ``from_stage(model, config, run)`` when its class defines it, else
+    built on the run's env (on its curriculum, for a stage that generates)."""
+    cls = stage.trainer_class()
+    if hasattr(cls, "from_stage"):
+        return cls.from_stage(model, config, run)
+    if stage.generates:
+        fields = type(config).model_fields
+        if run.reward_model and "reward_model" in fields and not config.reward_model:
+            config = config.model_copy(update={"reward_model": run.reward_model})
+        if run.curriculum is not None:  # the env at the curriculum's current level (it may rise)
+            return cls(model=model, config=config, curriculum=run.curriculum)
+    return cls(model=model, env=run.env, config=config)
 
 
 def _first_last(history: list, key: str) -> tuple[Optional[float], Optional[float]]:
@@ -88,13 +60,13 @@ def _first_last(history: list, key: str) -> tuple[Optional[float], Optional[floa
 
 def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] = (), *,
              print_summary: bool = True) -> list[dict]:
-    """Run every stage of a spec (a YAML path, a dict or an :class:`rlenv.spec.RunSpec`).
+    """Run every stage of a spec (a YAML path, a dict or an :class:`rlenv.runspec.RunSpec`).
 
     ``overrides`` are ``key=value`` strings applied before validation (``stages[1].grpo.beta=0.04``).
     Returns one result dict per stage (kind, model_dir, pass rate before/after, time, …).
     """
     import rlenv
-    from rlenv.spec import RunSpec, load_spec, parse_spec
+    from rlenv.runspec import RunSpec, load_spec, parse_spec
 
     if isinstance(spec, (str, os.PathLike)):
         spec = load_spec(spec, overrides)
@@ -127,11 +99,12 @@ def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] 
             result["skipped"] = True
         else:
             start = time.perf_counter()
-            trainer = _build_trainer(stage.kind, model, stage.config, env, reward_model, spec.seed + index, stage_dir,
-                                     curriculum)
+            run = StageRun(env=env, output_dir=stage_dir, curriculum=curriculum, reward_model=reward_model,
+                           seed=spec.seed + index)
+            trainer = build_trainer(stage.stage_type, model, stage.config, run)
             out = trainer.train()
             history = out.get("eval_history", [])
-            key = "eval/accuracy" if stage.kind == "rm" else "eval/pass_rate"
+            key = "eval/accuracy" if stage.stage_type.produces == "reward_model" else "eval/pass_rate"
             before, after = _first_last(history, key)
             result = {"index": index, "kind": stage.kind, "model_dir": out["model_dir"], "steps": out["steps"],
                       "metric": key.split("/")[-1], "before": before, "after": after,
@@ -143,7 +116,7 @@ def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] 
                 break
             _write_json(marker, result)
         results.append(result)
-        if stage.kind == "rm":
+        if stage.stage_type.produces == "reward_model":
             reward_model = result["model_dir"]
         else:
             model = result["model_dir"]

@@ -52,6 +52,14 @@ class RewardTrainer(BaseTrainer):
         self._dataset, self._eval_dataset = train_dataset, eval_dataset
         super().__init__(model, config, tokenizer=tokenizer, env=None)
 
+    @classmethod
+    def from_stage(cls, model: Any, config: RewardConfig, run: Any) -> "RewardTrainer":
+        """A spec's ``rm`` stage: verifier pairs of the current policy, a tenth held apart for the
+        accuracy shown in the summary."""
+        pairs = run.verifier_pairs(model, config)
+        held = max(1, len(pairs) // 10)
+        return cls(model, config, train_dataset=pairs[held:], eval_dataset=pairs[:held])
+
     def setup(self) -> None:
         self.pad_id = pad_id_of(self.tokenizer)
         self.train_rows = encode_preferences(self.tokenizer, self._dataset, self.config.max_length)
