@@ -110,6 +110,11 @@ class Config(BaseModel):
         if not ok:
             self._fail(field, f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}", v)
 
+    def _not_set(self, field: str, why: str) -> None:
+        """``field`` (inherited, but meaningless here) must keep its default: set, it would be ignored."""
+        if field in self.model_fields_set and getattr(self, field) != type(self).model_fields[field].default:
+            raise FieldError(field, f": {why}; leave it unset")
+
     def _registered(self, field: str, registry: Any) -> None:
         """The field names an entry of ``registry`` (anything with a ``get(name)`` that raises a
         ValueError/LookupError explaining the miss, e.g. :class:`trainers.registry.Registry`)."""

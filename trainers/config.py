@@ -39,10 +39,27 @@ ModelDtype = Literal["auto", "float32", "bfloat16", "float16"]
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 
 
+def _refuse_unread(config: Config, fields: tuple, registry: Any, name: str, field_of_name: str) -> None:
+    """Config fields that are options of the function chosen from ``registry``: set to a non-default
+    value while the chosen function ``name`` has no such option, they would be ignored — refuse."""
+    from .registry import option_names
+
+    takes = option_names(registry.get(name))
+    for f in fields:
+        if f in config.model_fields_set and f not in takes and getattr(config, f) != type(config).model_fields[f].default:
+            raise FieldError(f, f": the {registry.kind} `{name}` ({field_of_name}) does not use {f}; leave it unset "
+                                f"or pick a {registry.kind} that takes it")
+
+
 def _check_options(config: Config, field: str, registry: Any, name: str) -> None:
-    """``config.<field>`` (a ``*_kwargs`` dict) holds only options of the function ``name`` chosen."""
+    """``config.<field>`` (a ``*_kwargs`` dict) holds only options of the function ``name`` chosen,
+    and none that the config has as a field of its own (two places for one value)."""
     from .registry import check_options
 
+    for key in getattr(config, field):
+        if key in type(config).model_fields:
+            raise FieldError(field, f": `{key}` is a setting of {type(config).__name__} itself; set {key} there "
+                                    f"(the {registry.kind} receives it by name), not in {field}")
     try:
         check_options(registry.get(name), getattr(config, field), registry.kind, name)
     except ValueError as e:
@@ -173,6 +190,9 @@ class OfflineConfig(TrainConfig):
     def check(self) -> None:
         super().check()
         self._positive("num_epochs", "max_length")
+        if "num_epochs" in self.model_fields_set and self.max_steps != -1:  # it would be ignored
+            self._fail("num_epochs", f"left unset when max_steps is set ({self.max_steps}); set max_steps to -1 "
+                       "to train by epochs", self.num_epochs)
 
 
 class SFTConfig(OfflineConfig):
@@ -184,7 +204,8 @@ class SFTConfig(OfflineConfig):
 
 class RewardConfig(OfflineConfig):
     """Reward-model training: a 1-output sequence-classification head, Bradley–Terry loss on pairs
-    (with the data set's ``margin`` column when present)."""
+    (with the data set's ``margin`` column when present). Its evaluation is the pairwise accuracy on
+    (at most ``eval_num_tasks``) held-apart pairs."""
 
     learning_rate: float = 1e-5
     center_rewards_coefficient: float = 0.0  # > 0 adds coef * mean(r^2) to keep rewards centred
@@ -211,6 +232,7 @@ class DPOLossConfig(Config):
         self._in_range("label_smoothing", 0.0, 0.5)
         self._registered("loss_type", DPO_LOSSES)
         _check_options(self, "loss_kwargs", DPO_LOSSES, self.loss_type)
+        _refuse_unread(self, ("label_smoothing",), DPO_LOSSES, self.loss_type, "loss_type")
 
 
 class DPOConfig(OfflineConfig, DPOLossConfig):
@@ -241,6 +263,8 @@ class RolloutConfig(TrainConfig, SamplingConfig):
         self._positive("num_prompts_per_step", "group_size")
         if self.mini_batch_size is not None:
             self._positive("mini_batch_size")
+        self._not_set("per_device_train_batch_size", "an online trainer's rows per step are num_prompts_per_step × "
+                      "group_size, split by mini_batch_size and gradient_accumulation_steps")
         if self.engine.name == "openai":
             raise FieldError("engine.name", ": `openai` can only serve eval; an online trainer samples from its "
                                             "own policy with `hf` or `vllm`")
@@ -283,6 +307,7 @@ class GRPOConfig(RolloutConfig):
         self._registered("loss_agg", AGGREGATIONS)
         _check_options(self, "advantage_kwargs", ADVANTAGES, self.advantage_estimator)
         _check_options(self, "policy_loss_kwargs", POLICY_LOSSES, self.policy_loss)
+        _refuse_unread(self, ("epsilon_low", "epsilon_high"), POLICY_LOSSES, self.policy_loss, "policy_loss")
         if self.overlong_buffer >= self.max_new_tokens:
             self._fail("overlong_buffer", f"< max_new_tokens ({self.max_new_tokens})", self.overlong_buffer)
         if self.advantage_estimator == "rloo" and self.group_size < 2:
@@ -329,11 +354,10 @@ class OnlineDPOConfig(RolloutConfig, DPOLossConfig):
     learning_rate: float = 5e-7
     group_size: int = 2
     rank_by: Literal["verifier", "reward_model"] = "verifier"
-    reward_model: Optional[str] = None
+    reward_model: Optional[str] = None  # needed by rank_by='reward_model' (in a spec, an rm stage before fills it)
 
     def check(self) -> None:
         super().check()
         if self.group_size < 2:
             self._fail("group_size", ">= 2 (a pair per prompt)", self.group_size)
-        if self.rank_by == "reward_model" and not self.reward_model:
-            self._fail("reward_model", "a path when rank_by='reward_model'", self.reward_model)
+        self._not_set("mini_batch_size", "online DPO makes one optimizer update per step, on all of its pairs")

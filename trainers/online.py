@@ -292,6 +292,8 @@ class OnlineTrainer(BaseTrainer):
         length-sorted chunk — the reference pass, or π_old when μ > 1."""
         out = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
         for rows in chunks:
+            if len(rows) == 0:  # more micro-batches than rows (a small mini-batch with accumulation)
+                continue
             mb = gather_rows(batch, rows, {}, {})
             lp, _ = completion_logprobs(model, mb["input_ids"].to(self.device), mb["attention_mask"].to(self.device),
                                         mb["start"], self.config.temperature)

@@ -55,6 +55,9 @@ class OnlineDPOTrainer(OnlineTrainer):
         if self.config.rank_by == "reward_model":
             from verifiers.reward_model import RewardModelVerifier
 
+            if not self.config.reward_model:
+                raise ValueError("OnlineDPOConfig.reward_model must be a path when rank_by='reward_model' (in a "
+                                 "spec, or an rm stage before this one), got None")
             self.reward_model = RewardModelVerifier(self.config.reward_model)
 
     def make_step_data(self) -> StepData:

@@ -20,6 +20,7 @@ with rich and saved as ``<output_dir>/summary.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -58,26 +59,34 @@ def _first_last(history: list, key: str) -> tuple[Optional[float], Optional[floa
     return (vals[0], vals[-1]) if vals else (None, None)
 
 
-def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] = (), *,
-             print_summary: bool = True) -> list[dict]:
-    """Run every stage of a spec (a YAML path, a dict or an :class:`rlenv.runspec.RunSpec`).
+@dataclasses.dataclass
+class RunPlan:
+    """Everything a spec decides, built but not trained — all that :func:`run_plan` hands to the
+    stages (so what is not here does not reach a trainer).
 
-    ``overrides`` are ``key=value`` strings applied before validation (``stages[1].grpo.beta=0.04``).
-    Returns one result dict per stage (kind, model_dir, pass rate before/after, time, …).
+    Attributes:
+        model: the first stage's model (path, hub id or ``preset:<name>``).
+        env: the env (at the curriculum's first level when there is one).
+        curriculum: the :class:`rlenv.curriculum.Curriculum`, or None.
+        stages: the validated stages (:class:`rlenv.runspec.Stage`: kind, config, stage type).
+        output_dir: the run's folder (``summary.json``); each stage writes to its config's own.
+        title: the summary table's title.
+        seed: the run's seed (a stage's data seed is seed + its index).
     """
-    import rlenv
-    from rlenv.runspec import RunSpec, load_spec, parse_spec
 
-    if isinstance(spec, (str, os.PathLike)):
-        spec = load_spec(spec, overrides)
-    elif isinstance(spec, dict):
-        spec = parse_spec(spec, overrides)
-    elif not isinstance(spec, RunSpec):
-        raise TypeError(f"run_spec takes a spec path, dict or RunSpec, got {type(spec).__name__}")
-    elif overrides:
-        raise ValueError("overrides apply to a spec path or dict; a RunSpec is already validated")
-    out_root = Path(spec.output_dir)
-    out_root.mkdir(parents=True, exist_ok=True)
+    model: str
+    env: Any
+    curriculum: Any
+    stages: list
+    output_dir: Path
+    title: str
+    seed: int
+
+
+def plan_run(spec: Any) -> RunPlan:
+    """Build what a validated :class:`rlenv.runspec.RunSpec` describes (the env, its curriculum)."""
+    import rlenv
+
     curriculum = None
     if spec.env.curriculum is not None:
         from rlenv.curriculum import Curriculum
@@ -88,10 +97,37 @@ def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] 
         env = curriculum.make_env()  # offline stages (sft, rm, dpo) use the first level
     else:
         env = rlenv.make(spec.env.id, **spec.env.kwargs)
-    model = spec.model.path
+    return RunPlan(model=spec.model.path, env=env, curriculum=curriculum, stages=spec.stage_list,
+                   output_dir=Path(spec.output_dir), title=spec.name or str(spec.output_dir), seed=spec.seed)
+
+
+def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] = (), *,
+             print_summary: bool = True) -> list[dict]:
+    """Run every stage of a spec (a YAML path, a dict or an :class:`rlenv.runspec.RunSpec`).
+
+    ``overrides`` are ``key=value`` strings applied before validation (``stages[1].grpo.beta=0.04``).
+    Returns one result dict per stage (kind, model_dir, pass rate before/after, time, …).
+    """
+    from rlenv.runspec import RunSpec, load_spec, parse_spec
+
+    if isinstance(spec, (str, os.PathLike)):
+        spec = load_spec(spec, overrides)
+    elif isinstance(spec, dict):
+        spec = parse_spec(spec, overrides)
+    elif not isinstance(spec, RunSpec):
+        raise TypeError(f"run_spec takes a spec path, dict or RunSpec, got {type(spec).__name__}")
+    elif overrides:
+        raise ValueError("overrides apply to a spec path or dict; a RunSpec is already validated")
+    return run_plan(plan_run(spec), print_summary=print_summary)
+
+
+def run_plan(plan: RunPlan, print_summary: bool = True) -> list[dict]:
+    """Run the stages of a :class:`RunPlan` in order (see the module docstring)."""
+    plan.output_dir.mkdir(parents=True, exist_ok=True)
+    model = plan.model
     reward_model: Optional[str] = None
     results = []
-    for index, stage in enumerate(spec.stage_list):
+    for index, stage in enumerate(plan.stages):
         stage_dir = Path(stage.config.output_dir)
         marker = stage_dir / "stage.json"
         if marker.exists():  # finished in an earlier run of this spec
@@ -99,8 +135,8 @@ def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] 
             result["skipped"] = True
         else:
             start = time.perf_counter()
-            run = StageRun(env=env, output_dir=stage_dir, curriculum=curriculum, reward_model=reward_model,
-                           seed=spec.seed + index)
+            run = StageRun(env=plan.env, output_dir=stage_dir, curriculum=plan.curriculum, reward_model=reward_model,
+                           seed=plan.seed + index)
             trainer = build_trainer(stage.stage_type, model, stage.config, run)
             out = trainer.train()
             history = out.get("eval_history", [])
@@ -120,9 +156,9 @@ def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] 
             reward_model = result["model_dir"]
         else:
             model = result["model_dir"]
-    _write_json(out_root / "summary.json", results)
+    _write_json(plan.output_dir / "summary.json", results)
     if print_summary:
-        print_table(results, title=spec.name or str(out_root))
+        print_table(results, title=plan.title)
     return results
 
 

@@ -39,7 +39,8 @@ class RewardTrainer(BaseTrainer):
             sequence-classification model object.
         config: :class:`RewardConfig`.
         train_dataset: ``prompt``/``chosen``/``rejected`` rows (+ optional ``margin``).
-        eval_dataset: held-apart pairs; :meth:`evaluate` reports pairwise accuracy on them.
+        eval_dataset: held-apart pairs; :meth:`evaluate` reports pairwise accuracy on (at most
+            ``config.eval_num_tasks`` of) them.
     """
 
     config_class = RewardConfig
@@ -93,6 +94,7 @@ class RewardTrainer(BaseTrainer):
         return hits / max(len(rows), 1)
 
     def evaluate(self) -> dict:
-        if not self.eval_rows:
+        rows = self.eval_rows[: self.config.eval_num_tasks]  # 0: no evaluation, as for the env trainers
+        if not rows:
             return {}
-        return {"accuracy": self.pairwise_accuracy(self.eval_rows)}
+        return {"accuracy": self.pairwise_accuracy(rows)}
