@@ -22,7 +22,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-__all__ = ["Config", "ConfigError", "FieldError", "error_lines", "model_at", "unknown_key"]
+__all__ = ["Config", "ConfigError", "FieldError", "error_items", "error_lines", "model_at", "unknown_key"]
 
 
 class FieldError(ValueError):
@@ -46,7 +46,7 @@ class ConfigError(ValueError):
     def of(cls, e: ValidationError, model: type) -> "ConfigError":
         """The lines of pydantic's error ``e`` raised while validating ``model``."""
         name = model.__name__
-        return cls([f"{name}.{path}{text}" if path else f"{name}{text}" for path, text in _errors(e, model)])
+        return cls([f"{name}.{path}{text}" if path else f"{name}{text}" for path, text in error_items(e, model)])
 
 
 class Config(BaseModel):
@@ -166,8 +166,9 @@ def _path(loc: Sequence[Any]) -> str:
     return out
 
 
-def _errors(e: ValidationError, root: type) -> list[tuple[str, str]]:
-    """``(field path, text after it)`` per error of ``e`` raised while validating ``root``."""
+def error_items(e: ValidationError, root: type) -> list[tuple[str, str]]:
+    """``(field path, text after it)`` per error of ``e`` raised while validating ``root``: the path
+    like ``lora.r`` or ``stages[1]``, the text like ``" must be > 0, got 0"`` or ``": unknown key …"``."""
     out = []
     for err in e.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))  # drop union tags
@@ -191,7 +192,7 @@ def _errors(e: ValidationError, root: type) -> list[tuple[str, str]]:
 def error_lines(e: ValidationError, root: type, prefix: str = "") -> list[str]:
     """One ``"<prefix>.<field path>: <what is wrong>"`` line per error (the run spec's format)."""
     lines = []
-    for path, text in _errors(e, root):
+    for path, text in error_items(e, root):
         full = ".".join(p for p in (prefix, path) if p).replace(".[", "[")
         lines.append(f"{full or '(top level)'}: {text.lstrip(': ').lstrip()}")
     return lines

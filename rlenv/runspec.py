@@ -51,7 +51,7 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 from trainers.config import LoggingConfig, ModelDtype, OptionalLora
 from trainers.stages import STAGES, StageSpec
 
-from .config import Config, FieldError, error_lines, unknown_key
+from .config import Config, FieldError, error_items, error_lines, unknown_key
 from .engines.config import EngineConfig, SamplingConfig
 
 __all__ = ["SpecError", "RunSpec", "ModelSpec", "EnvRef", "CurriculumSpec", "EngineSpec", "Stage", "load_spec",
@@ -245,11 +245,13 @@ def _validate_stage(spec: RunSpec, index: int, item: dict, errors: list) -> Opti
     try:
         config = cls.model_validate(data)
     except ValidationError as e:
-        for line in error_lines(e, cls, where):
-            field = line[len(where) + 1:].split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
+        for path, text in error_items(e, cls):
+            text = text.lstrip(": ").lstrip()
+            field = re.split(r"[.\[]", path, maxsplit=1)[0]
             if field in defaults and field not in settings:  # the value came from a run-wide section
-                line = f"{defaults[field][1]}{line[len(where) + 1 + len(field):]} (for {where})"
-            errors.append(line)
+                errors.append(f"{defaults[field][1]}{path[len(field):]}: {text} (for {where})")
+            else:
+                errors.append(f"{where}.{path}: {text}" if path else f"{where}: {text}")
         return None
     return Stage(kind, settings, config, stage_type)
 

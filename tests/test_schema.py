@@ -15,19 +15,18 @@ import dataclasses
 import re
 import sys
 import typing
-from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 from pydantic import BaseModel
 
-from rlenv.config import ConfigError
+from rlenv.config import _model_in
 from rlenv.runspec import RunSpec, SpecError, parse_spec
 from trainers.pipeline import build_trainer, plan_run
 from trainers.stages import STAGES, StageRun
 
 BASE = {"model": {"path": "preset:micro"}, "env": {"id": "arithmetic-v0"},
-        "stages": [{kind: {}} for kind in ("sft", "rm", "dpo", "grpo", "ppo", "online_dpo")]}
+        "stages": [{kind: {}} for kind in STAGES.names()]}  # one of every registered stage
 
 #: values the generator cannot invent from a type: a real env keyword and env id, a curriculum the
 #: env supports, an importable plugin module (written by the test), LoRA targets the model has
@@ -37,16 +36,6 @@ SPEC_VALUES = {("env", "id"): "countdown-v0", ("env", "kwargs"): {"digits": 1},
 
 
 # -- walking the schema -------------------------------------------------------------------------------------
-def _model_in(annotation: Any):
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
 def leaves(cls: type, prefix: tuple = ()) -> list[tuple[tuple, Any]]:
     """``(path, FieldInfo)`` of every settable field below ``cls``; a nested model that may be None
     is a leaf itself and is walked too."""

@@ -102,3 +102,27 @@ def test_rlenv_train_runs_a_users_loss_estimator_and_stage(micro_model_dir, tmp_
     assert len(marks["advantage"].read_text().splitlines()) == 2  # one rollout per step
     metrics = [json.loads(line) for line in (tmp_path / "run" / "0-grpo" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "policy_loss" in m] == [1, 2]  # the reinforce stage trained
+
+
+def test_an_installed_package_registers_through_the_rlenv_trainers_entry_point(tmp_path):
+    """A distribution on sys.path with an ``rlenv.trainers`` entry point is loaded the first time a
+    registry misses a name: its loss is a valid ``policy_loss`` with no import and no ``plugins:``."""
+    site = tmp_path / "site"
+    (site / "ep_trainer_demo").mkdir(parents=True)
+    (site / "ep_trainer_demo" / "__init__.py").write_text(textwrap.dedent('''
+        from trainers.losses import register_policy_loss
+
+        @register_policy_loss("ep_pg")
+        def ep_pg(logprobs, old_logprobs, advantages, mask):
+            return -advantages.unsqueeze(-1) * logprobs, {}
+    '''))
+    info = site / "ep_trainer_demo-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-trainer-demo\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text("[rlenv.trainers]\ndemo = ep_trainer_demo\n")
+    code = ("import sys; from trainers.config import GRPOConfig; before = 'ep_trainer_demo' in sys.modules; "
+            "print(before, GRPOConfig(policy_loss='ep_pg').policy_loss)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{site}"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "ep_pg"]
