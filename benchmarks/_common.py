@@ -237,7 +237,7 @@ def run_ours(s: Setup) -> dict:
                      learning_rate=s.learning_rate, num_prompts_per_step=s.prompts, group_size=s.group,
                      max_new_tokens=s.max_new_tokens, temperature=s.temperature, seed=s.seed, beta=0.0,
                      lr_scheduler="constant", report_to="none", progress_bar=False,
-                     gradient_checkpointing=s.gradient_checkpointing, per_device_train_batch_size=s.prompts * s.group,
+                     gradient_checkpointing=s.gradient_checkpointing,
                      model_dtype=model_dtype, mixed_precision=mixed)
     tr = GRPOTrainer(model=s.model_dir, env=env, config=cfg)
     tr._prepare()  # what train() does first; stepping by hand lets the evaluation sit outside the clock

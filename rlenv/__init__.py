@@ -14,6 +14,11 @@ Built-in tasks and plugins are loaded lazily, the first time the registry is rea
 ``rlenv`` imports neither ``tasks`` nor ``trainers``.
 """
 
+import importlib as _importlib
+import sys as _sys
+import types as _types
+import warnings as _warnings
+
 from .checker import EnvCheckError, check_env
 from .core import Env, Task
 from .env import MultiTurnEnv, SingleTurnEnv, TaskEnv, format_prompt, render_chat
@@ -24,6 +29,26 @@ from .registry import (DuplicateEnvError, EnvNotFoundError, EnvSpec, envs, make,
 from .sources import DatasetSource, GeneratorSource, ListSource, TaskSource
 
 __version__ = "0.1.0"
+
+
+class _MovedModule(_types.ModuleType):
+    """A module that moved: ``from rlenv.spec import load_spec`` still works, with a
+    DeprecationWarning, while ``rlenv.spec`` itself stays the registry lookup ``spec(id)``."""
+
+    def __init__(self, name: str, target: str):
+        super().__init__(name, f"Deprecated alias of {target}.")
+        self._target = target
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        _warnings.warn(f"`{self.__name__}` moved to `{self._target}` (`rlenv.spec` is the env registry's "
+                       f"spec(id)); import {attr} from {self._target}", DeprecationWarning, stacklevel=2)
+        return getattr(_importlib.import_module(self._target), attr)
+
+
+# seeded in sys.modules (not set as an attribute), so importing it never rebinds `rlenv.spec`
+_sys.modules.setdefault(__name__ + ".spec", _MovedModule(__name__ + ".spec", __name__ + "." + "runspec"))
 
 __all__ = [
     "Task", "Env", "SingleTurnEnv", "TaskEnv", "MultiTurnEnv", "format_prompt", "render_chat",

@@ -34,7 +34,7 @@ class CLIError(Exception):
 
 
 def _load_spec(path: str, overrides: Sequence[str]):
-    from .spec import SpecError, load_spec
+    from .runspec import SpecError, load_spec
 
     try:
         return load_spec(path, overrides)

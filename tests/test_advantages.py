@@ -73,6 +73,7 @@ def test_gae_discount_and_gap():
 
 def test_registry_lookup_and_error():
     assert get_advantage("grpo") is grpo_advantages
-    assert {"grpo", "dr_grpo", "rloo", "reinforce_pp", "gae"} <= set(ADVANTAGES.names())
-    with pytest.raises(ValueError, match="did you mean 'rloo'"):
+    assert {"grpo", "dr_grpo", "rloo", "reinforce_pp"} <= set(ADVANTAGES.names())
+    assert "gae" not in ADVANTAGES  # per-token (PPO), not an outcome estimator GRPO could pick
+    with pytest.raises(ValueError, match="did you mean `rloo`"):
         get_advantage("rlo")

@@ -9,7 +9,7 @@ import torch
 import rlenv
 from rlenv.batch import RolloutBatch
 from rlenv.curriculum import Curriculum
-from rlenv.spec import SpecError, parse_spec
+from rlenv.runspec import SpecError, parse_spec
 
 
 def make(**kw) -> Curriculum:

@@ -74,7 +74,7 @@ def test_run_leaves_its_artifacts(demo):
 
 @pytest.mark.slow
 def test_rlenv_eval_on_the_demo_checkpoint(demo, tmp_path, capsys):
-    from rlenv.spec import load_spec
+    from rlenv.runspec import load_spec
 
     out, results = demo
     env = load_spec(DEMO).env

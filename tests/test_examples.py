@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from rlenv.cli import main
-from rlenv.spec import load_spec
+from rlenv.runspec import load_spec
 
 from test_demo_run import run_demo
 

@@ -55,7 +55,7 @@ def test_full_finetuning_keeps_float32_master_weights_and_a_bf16_reference(tiny_
 
 
 def test_lora_keeps_a_bf16_base_and_float32_adapters(tiny_model_dir, tmp_path):
-    tr = trainer(tiny_model_dir, tmp_path, beta=0.04, use_lora=True, lora_r=4, lora_alpha=8)
+    tr = trainer(tiny_model_dir, tmp_path, beta=0.04, lora={"r": 4, "alpha": 8})
     base_before = {n: p.detach().clone() for n, p in tr.unwrapped_model.named_parameters() if "lora_" not in n}
     data, m = one_step(tr)
     named = dict(tr.unwrapped_model.named_parameters())

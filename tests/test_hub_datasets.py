@@ -11,7 +11,7 @@ import datasets
 import pytest
 
 import rlenv
-from rlenv.spec import parse_spec
+from rlenv.runspec import parse_spec
 from tasks._data import DATA_DIR
 
 GSM8K_README = """---

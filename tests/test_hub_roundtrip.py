@@ -77,7 +77,7 @@ def stage_outputs(tmp_path_factory, micro_model_dir):
     common = dict(max_steps=1, save_steps=1, eval_num_tasks=1, eval_max_new_tokens=4, report_to="none",
                   progress_bar=False, learning_rate=1e-3)
     online = dict(common, num_prompts_per_step=2, group_size=2, max_new_tokens=4)
-    lora = dict(use_lora=True, lora_r=4, lora_alpha=8)
+    lora = dict(lora={"r": 4, "alpha": 8})
     stages = {
         "sft": lambda out: T.SFTTrainer(micro_model_dir, T.SFTConfig(output_dir=out, per_device_train_batch_size=4,
                                                                      **common), env=env, num_env_examples=8),

@@ -127,7 +127,7 @@ def test_trl_reward_snippet_scores_as_documented(capsys):
 
 
 def test_yaml_snippets_are_valid_run_specs():
-    from rlenv.spec import parse_spec
+    from rlenv.runspec import parse_spec
 
     for block in blocks("yaml"):
         data = yaml.safe_load(block)

@@ -82,7 +82,7 @@ def test_lora_reference_is_the_base(micro_model_dir, tmp_path):
         def needs_reference(self):
             return True
 
-    t = WithRef(micro_model_dir, _cfg(tmp_path, max_steps=3, use_lora=True, lora_r=4, learning_rate=5e-2),
+    t = WithRef(micro_model_dir, _cfg(tmp_path, max_steps=3, lora={"r": 4}, learning_rate=5e-2),
                 train_dataset=ROWS)
     assert t.ref.shares_weights  # no second copy of the model under LoRA
     x = torch.tensor([[5, 6, 7, 8]])
@@ -102,7 +102,7 @@ def test_lora_reference_is_the_base(micro_model_dir, tmp_path):
 def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match=r"GRPOConfig.learning_rate must be > 0, got -1"):
         GRPOConfig(learning_rate=-1)
-    with pytest.raises(ValueError, match=r"DPOConfig.loss_type must be one of"):
+    with pytest.raises(ValueError, match=r"DPOConfig.loss_type: unknown DPO loss `nope`"):
         DPOConfig(loss_type="nope")
     with pytest.raises(ValueError, match=r"TrainConfig.max_steps"):
         TrainConfig(max_steps=-1)

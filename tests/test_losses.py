@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trainers.losses import (AdaptiveKLController, aggregate, clipped_surrogate_loss, clipped_value_loss,
+from trainers.losses import (AdaptiveKLController, masked_sum, register_policy_loss, aggregate, clipped_surrogate_loss, clipped_value_loss,
                              cispo_loss, entropy_from_logits, get_policy_loss, gspo_loss, kl_k1, kl_k2,
                              kl_k3, kl_loss_term, kl_shaped_rewards, selective_log_softmax,
                              truncated_importance_weights)
@@ -17,7 +17,7 @@ def test_clip_higher_asymmetric():
     old = torch.zeros(1, 4)
     logp = torch.log(torch.tensor([[1.5, 1.25, 0.7, 0.5]]))  # ratios
     adv = torch.tensor([[1.0, 1.0, -1.0, -1.0]])
-    loss, st = clipped_surrogate_loss(logp, old, adv, torch.ones(1, 4), eps_low=0.2, eps_high=0.28)
+    loss, st = clipped_surrogate_loss(logp, old, adv, torch.ones(1, 4), epsilon_low=0.2, epsilon_high=0.28)
     # A>0: min(r, clip) -> 1.28 for r=1.5, 1.25 unclipped; A<0: -max(r, clip)... = -min(-r, -clip(r))
     torch.testing.assert_close(loss, torch.tensor([[-1.28, -1.25, 0.8, 0.8]]))
     assert st["clip_frac_high"].item() == 0.25 and st["clip_frac_low"].item() == 0.5
@@ -26,14 +26,14 @@ def test_clip_higher_asymmetric():
 def test_gspo_uses_length_normalised_sequence_ratio():
     logp = torch.tensor([[0.1, 0.3, 5.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0]])  # the 5.0 is padding and must not count
-    loss, _ = gspo_loss(logp, torch.zeros(1, 3), torch.tensor([-1.0]), mask, eps_low=0.5, eps_high=0.5)
+    loss, _ = gspo_loss(logp, torch.zeros(1, 3), torch.tensor([-1.0]), mask, epsilon_low=0.5, epsilon_high=0.5)
     assert loss.shape == (1, 1)
     torch.testing.assert_close(loss, torch.tensor([[math.exp(0.2)]]))
 
 
 def test_cispo_keeps_gradient_of_clipped_tokens():
     logp = torch.log(torch.tensor([[3.0, 1.0]])).requires_grad_()
-    loss, _ = cispo_loss(logp, torch.zeros(1, 2), torch.tensor([2.0]), torch.ones(1, 2), eps_high=1.0)
+    loss, _ = cispo_loss(logp, torch.zeros(1, 2), torch.tensor([2.0]), torch.ones(1, 2), epsilon_high=1.0)
     torch.testing.assert_close(loss.detach(), -torch.tensor([[2.0 * 2.0 * math.log(3.0), 0.0]]))
     loss.sum().backward()
     torch.testing.assert_close(logp.grad, torch.tensor([[-4.0, -2.0]]))  # -clip(r)·A, r=3 capped at 2
@@ -113,5 +113,57 @@ def test_selective_log_softmax_and_entropy_match_full():
 
 def test_policy_loss_registry():
     assert get_policy_loss("clip") is clipped_surrogate_loss
-    with pytest.raises(ValueError, match="did you mean 'cispo'"):
+    with pytest.raises(ValueError, match="did you mean `cispo`"):
         get_policy_loss("cispoo")
+
+
+def test_a_registered_aggregation_is_one_name_everywhere():
+    """A user's aggregation works through aggregate() and in GRPOConfig (no other list to edit), and
+    a shared per-step normalizer makes accumulated micro-batches equal the whole batch."""
+    from trainers.config import GRPOConfig
+    from trainers.losses import AGGREGATIONS, Aggregation, register_aggregation
+
+    register_aggregation("seq-sum-test", Aggregation(lambda loss, mask: masked_sum(loss, mask),
+                                                     lambda mask, _: (mask.sum(-1) > 0).sum().clamp(min=1)))
+    try:
+        per = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
+        mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+        assert aggregate(per, mask, "seq-sum-test").item() == pytest.approx(10 / 2)
+        assert GRPOConfig(loss_agg="seq-sum-test").loss_agg == "seq-sum-test"
+        for mode in AGGREGATIONS.names():
+            total = AGGREGATIONS.get(mode).denominator(mask, 3)
+            parts = sum(aggregate(per[i:i + 1], mask[i:i + 1], mode, max_length=3, normalizer=total) for i in range(2))
+            assert parts.item() == pytest.approx(aggregate(per, mask, mode, max_length=3).item()), mode
+    finally:
+        AGGREGATIONS.unregister("seq-sum-test")
+    with pytest.raises(ValueError, match="loss_agg: unknown loss aggregation `seq-sum-test`"):
+        GRPOConfig(loss_agg="seq-sum-test")
+
+
+def test_options_are_bound_from_the_config_by_name():
+    """A registered loss declares its options as keyword-only parameters: the trainer fills them from
+    the config's *_kwargs, else the config field of that name, else the default."""
+    from trainers.config import GRPOConfig
+    from trainers.losses import POLICY_LOSSES
+    from trainers.registry import bind_options
+
+    seen = {}
+
+    @register_policy_loss("scaled-pg-test")
+    def scaled_pg(logprobs, old_logprobs, advantages, mask, *, scale: float = 1.0, epsilon_low: float = 0.0,
+                  config=None):
+        seen.update(scale=scale, epsilon_low=epsilon_low, config=config)
+        return -scale * advantages.unsqueeze(-1) * logprobs, {}
+
+    try:
+        cfg = GRPOConfig(policy_loss="scaled-pg-test", policy_loss_kwargs={"scale": 3.0}, epsilon_low=0.1)
+        fn = get_policy_loss(cfg.policy_loss)
+        loss, _ = fn(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1), torch.ones(1, 2),
+                     **bind_options(fn, cfg, cfg.policy_loss_kwargs))
+        assert seen == {"scale": 3.0, "epsilon_low": 0.1, "config": cfg}
+        assert "scale" not in bind_options(fn, GRPOConfig(policy_loss="scaled-pg-test"))  # its default applies
+        with pytest.raises(ValueError, match=r"policy_loss_kwargs: policy loss `scaled-pg-test` has no option "
+                                             r"`scal` — did you mean `scale`\?"):
+            GRPOConfig(policy_loss="scaled-pg-test", policy_loss_kwargs={"scal": 3.0})
+    finally:
+        POLICY_LOSSES.unregister("scaled-pg-test")

@@ -55,7 +55,7 @@ def test_sft_rm_dpo_pipeline(micro_model_dir, tmp_path, capsys):
 
 
 def test_bad_spec_is_one_clear_error(tmp_path):
-    from rlenv.spec import SpecError
+    from rlenv.runspec import SpecError
 
     spec = {"model": "preset:micro", "env": "arithmetic-v0", "stages": [{"dpo": {"beta": -1}}],
             "output_dir": str(tmp_path)}

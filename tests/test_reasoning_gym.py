@@ -363,7 +363,7 @@ stages:
 
 def test_composite_runs_from_a_yaml_spec(tmp_path, micro_model_dir, capsys):
     from rlenv.cli import main
-    from rlenv.spec import load_spec
+    from rlenv.runspec import load_spec
 
     path = tmp_path / "spec.yaml"
     path.write_text(COMPOSITE_SPEC)

@@ -79,12 +79,13 @@ def test_make_rejects_bad_kwargs_and_non_envs(temp_ids):
         rlenv.make("notenv-v0")
 
 
-def test_spec_stays_callable_after_importing_the_spec_module():
-    import rlenv.spec as spec_module  # Python binds rlenv.spec to the submodule on import
+def test_spec_stays_the_registry_lookup_after_importing_the_run_spec_module():
+    import rlenv.runspec  # noqa: F401  (the run-spec loader lives under its own name)
 
-    assert rlenv.spec("arithmetic-v0").id == "arithmetic-v0"
-    assert spec_module("arithmetic-v0") is rlenv.registry.spec("arithmetic-v0")
-    assert callable(spec_module.load_spec)
+    with pytest.warns(DeprecationWarning):
+        from rlenv.spec import load_spec  # the old module path: a deprecated alias
+    assert rlenv.spec is rlenv.registry.spec and rlenv.spec("arithmetic-v0").id == "arithmetic-v0"
+    assert load_spec is rlenv.runspec.load_spec
 
 
 def test_listing_and_pprint(capsys):

@@ -83,7 +83,7 @@ def _our_loss_and_grads(s, agg, policy_loss="clip", old=None, ref=None, beta=0.0
     mask = s["completion_mask"].float()
     logp, _ = completion_logprobs(model, input_ids, attn, start=P)
     old = logp.detach() if old is None else old  # μ = 1: no second forward
-    per_token, _ = get_policy_loss(policy_loss)(logp, old, s["advantages"], mask, eps_low=eps[0], eps_high=eps[1])
+    per_token, _ = get_policy_loss(policy_loss)(logp, old, s["advantages"], mask, epsilon_low=eps[0], epsilon_high=eps[1])
     if beta:
         per_token = per_token + beta * kl_loss_term(logp, ref, old if kl_corrected else None, "k3")
     loss = aggregate(per_token, mask, agg, max_length=C)

@@ -5,47 +5,52 @@ all on one shared loop (:mod:`trainers.loop`), with configs in :mod:`trainers.co
     SFTTrainer("preset:tiny", SFTConfig(output_dir="runs/sft", learning_rate=1e-3, max_steps=300),
                env="arithmetic-v0").train()
 
-Trainer classes are imported lazily (``trainers.GRPOTrainer`` imports :mod:`trainers.grpo` on first
-use), so ``import trainers`` is cheap and never fails because one trainer's optional dependency is
-missing.
+The stage table (:mod:`trainers.stages`) names each trainer; ``trainers.GRPOTrainer`` is looked up
+there and imports :mod:`trainers.grpo` on first use, so ``import trainers`` is cheap and never fails
+because one trainer's optional dependency is missing.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from .config import (DPOConfig, GRPOConfig, OnlineDPOConfig, PPOConfig, RewardConfig, RolloutConfig, SFTConfig,
-                     TrainConfig)
+from .config import (DPOConfig, GRPOConfig, LoggingConfig, LoraConfig, OnlineDPOConfig, PPOConfig, RewardConfig,
+                     RolloutConfig, SFTConfig, TrainConfig)
+from .stages import STAGES, StageSpec, register_stage
 
-_LAZY = {
-    "BaseTrainer": "loop",
-    "SFTTrainer": "sft",
-    "DPOTrainer": "dpo",
-    "RewardTrainer": "reward",
-    "GRPOTrainer": "grpo",
-    "PPOTrainer": "ppo",
-    "OnlineDPOTrainer": "online_dpo",
-    "run_spec": "pipeline",
-}
+#: public names that are not a stage's trainer: name -> "module:attr"
+_LAZY = {"BaseTrainer": "trainers.loop:BaseTrainer", "OnlineTrainer": "trainers.online:OnlineTrainer",
+         "run_spec": "trainers.pipeline:run_spec"}
+#: the built-in stages' trainer classes (SFTTrainer, GRPOTrainer, …), named by the stage table
+_STAGE_TRAINERS = [s.trainer.rpartition(":")[2] for s in STAGES._table.values() if isinstance(s.trainer, str)]
 
 __all__ = ["TrainConfig", "RolloutConfig", "SFTConfig", "RewardConfig", "DPOConfig", "GRPOConfig", "PPOConfig",
-           "OnlineDPOConfig", *_LAZY]
+           "OnlineDPOConfig", "LoggingConfig", "LoraConfig", "STAGES", "StageSpec", "register_stage",
+           *_LAZY, *_STAGE_TRAINERS]
+
+
+def _target(name: str):
+    if name in _LAZY:
+        return _LAZY[name]
+    for stage in STAGES.names():  # a stage's trainer, by its class name
+        trainer = STAGES.get(stage).trainer
+        if (trainer if isinstance(trainer, str) else f":{trainer.__name__}").rpartition(":")[2] == name:
+            return trainer
+    return None
 
 
 def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
+    target = _target(name)
+    if target is None:
         raise AttributeError(f"module 'trainers' has no attribute {name!r}")
-    try:
-        mod = importlib.import_module(f".{module}", __name__)
-    except ModuleNotFoundError as e:
-        if e.name == f"{__name__}.{module}":
-            raise AttributeError(f"trainers.{name} is not available yet (trainers/{module}.py is missing)") from None
-        raise
-    value = getattr(mod, name)
+    if isinstance(target, str):
+        module, _, attr = target.partition(":")
+        value = getattr(importlib.import_module(module), attr)
+    else:
+        value = target
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(list(globals()) + list(__all__))

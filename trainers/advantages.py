@@ -3,10 +3,13 @@
 Outcome estimators take one scalar reward per sampled completion and the id of the prompt (group) it
 was sampled for, and return one advantage per completion::
 
-    fn(rewards [B], group_ids [B], valid=None [B] bool, **kw) -> advantages [B]
+    fn(rewards [B], group_ids [B], valid=None [B] bool, *, option=default, ...) -> advantages [B]
 
 Rows with ``valid`` False (a verifier failed) neither enter the group statistics nor get an
-advantage (0). Groups may have different sizes. :func:`gae` works per token for PPO instead::
+advantage (0). Groups may have different sizes. They are registered by name in :data:`ADVANTAGES`
+(the only list of the names ``GRPOConfig.advantage_estimator`` accepts); the keyword-only parameters
+are options, set with ``GRPOConfig.advantage_kwargs`` (see :mod:`trainers.registry`).
+:func:`gae` works per token for PPO instead (not chosen by name)::
 
     gae(token_rewards [B, T], values [B, T], mask [B, T], gamma, lam) -> (advantages, returns)
 
@@ -23,7 +26,7 @@ import torch
 from .losses import masked_whiten
 from .registry import Registry
 
-ADVANTAGES = Registry("advantage estimator")
+ADVANTAGES = Registry("advantage estimator", "Add one with @trainers.advantages.register_advantage(name).")
 register_advantage = ADVANTAGES.register
 get_advantage = ADVANTAGES.get
 
@@ -50,24 +53,24 @@ def _finish(adv: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
 
 
 @register_advantage("grpo")
-def grpo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, valid: Optional[torch.Tensor] = None,
-                    eps: float = 1e-4, **_) -> torch.Tensor:
+def grpo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, valid: Optional[torch.Tensor] = None, *,
+                    eps: float = 1e-4) -> torch.Tensor:
     """GRPO: ``(r − mean_group) / (std_group + eps)`` (unbiased std, TRL's eps 1e-4)."""
     mean, std, _ = group_stats(rewards, group_ids, valid)
     return _finish((rewards.float() - mean) / (std + eps), valid)
 
 
 @register_advantage("dr_grpo")
-def dr_grpo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, valid: Optional[torch.Tensor] = None,
-                       **_) -> torch.Tensor:
+def dr_grpo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor,
+                       valid: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Dr. GRPO: ``r − mean_group`` — no division by the std, which over-weights easy/hard prompts."""
     mean, _, _ = group_stats(rewards, group_ids, valid)
     return _finish(rewards.float() - mean, valid)
 
 
 @register_advantage("rloo")
-def rloo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, valid: Optional[torch.Tensor] = None,
-                    **_) -> torch.Tensor:
+def rloo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor,
+                    valid: Optional[torch.Tensor] = None) -> torch.Tensor:
     """RLOO: ``r_i − mean_{j≠i} r_j`` (leave-one-out baseline) ``= G/(G−1)·(r_i − mean_group)``."""
     mean, _, count = group_stats(rewards, group_ids, valid)
     scale = torch.where(count > 1, count / (count - 1).clamp(min=1), torch.zeros_like(count))
@@ -76,8 +79,8 @@ def rloo_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, valid: Optio
 
 @register_advantage("reinforce_pp")
 def reinforce_pp_advantages(rewards: torch.Tensor, group_ids: Optional[torch.Tensor] = None,
-                            valid: Optional[torch.Tensor] = None, eps: float = 1e-8,
-                            group_baseline: bool = False, **_) -> torch.Tensor:
+                            valid: Optional[torch.Tensor] = None, *, eps: float = 1e-8,
+                            group_baseline: bool = False) -> torch.Tensor:
     """REINFORCE++: rewards normalised over the whole batch, ``(r − mean_batch) / std_batch``.
     ``group_baseline=True`` subtracts the group mean first (REINFORCE++-baseline)."""
     r = rewards.float()
@@ -87,7 +90,6 @@ def reinforce_pp_advantages(rewards: torch.Tensor, group_ids: Optional[torch.Ten
     return _finish(masked_whiten(r, v, eps=eps), valid)
 
 
-@register_advantage("gae")
 def gae(token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
         lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over the masked tokens of each row.

@@ -23,7 +23,7 @@ import torch
 
 from .config import DPOConfig
 from .formatting import collate_sequences, encode_pair, pad_id_of
-from .losses_pref import dpo_loss, sft_loss
+from .losses_pref import dpo_loss, dpo_options, sft_loss
 from .loop import BaseTrainer
 from .modeling import forward_logprobs
 
@@ -111,6 +111,11 @@ class DPOTrainer(BaseTrainer):
         self._dataset = train_dataset
         super().__init__(model, config, tokenizer=tokenizer, env=env)
 
+    @classmethod
+    def from_stage(cls, model: Any, config: DPOConfig, run: Any) -> "DPOTrainer":
+        """A spec's ``dpo`` stage: verifier pairs of the current policy; the env for the pass rate."""
+        return cls(model, config, train_dataset=run.verifier_pairs(model, config), env=run.env)
+
     def _data_has_ref(self) -> bool:
         names = getattr(self._dataset, "column_names", None)
         if names is None:
@@ -157,8 +162,8 @@ class DPOTrainer(BaseTrainer):
             ref_seq, _ = completion_logps(self.ref, batch)
             ref_chosen, ref_rejected = ref_seq.chunk(2)
         len_c, len_r = lengths.chunk(2)
-        losses, r_c, r_r = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=c.beta, loss_type=c.loss_type,
-                                    label_smoothing=c.label_smoothing, chosen_lengths=len_c, rejected_lengths=len_r)
+        losses, r_c, r_r = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, chosen_lengths=len_c,
+                                    rejected_lengths=len_r, **dpo_options(c))
         metrics = {"rewards/chosen": r_c.mean(), "rewards/rejected": r_r.mean(),
                    "rewards/accuracy": (r_c > r_r).float().mean(), "rewards/margin": (r_c - r_r).mean(),
                    "logps/chosen": chosen.detach().mean(), "logps/rejected": rejected.detach().mean()}

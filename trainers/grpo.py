@@ -30,9 +30,11 @@ from rlenv.batch import RolloutBatch
 
 from .advantages import get_advantage
 from .config import GRPOConfig
-from .losses import (aggregate, get_policy_loss, kl_loss_term, masked_mean, truncated_importance_weights)
+from .losses import (aggregate, get_aggregation, get_policy_loss, kl_loss_term, masked_mean,
+                     truncated_importance_weights)
 from .online import (OnlineTrainer, StepData, informative_groups,
                      micro_batches_by_length, policy_logprobs, shape_rewards)
+from .registry import bind_options
 
 
 class GRPOTrainer(OnlineTrainer):
@@ -101,18 +103,19 @@ class GRPOTrainer(OnlineTrainer):
         else:
             batch, rewards, valid = first
         t0 = time.perf_counter()
-        advantages = get_advantage(c.advantage_estimator)(rewards, batch.group_ids, valid)
+        estimator = get_advantage(c.advantage_estimator)
+        advantages = estimator(rewards, batch.group_ids, valid, **bind_options(estimator, c, c.advantage_kwargs))
         mask = batch.loss_mask * valid[:, None].float()
         per_token = {"mask": mask, "sampling_logprobs": batch.sampling_logprobs}
         lengths = batch.attention_mask.sum(-1)
         gen = torch.Generator().manual_seed(self._seed(63))
         gas = c.gradient_accumulation_steps
+        denominator = get_aggregation(c.loss_agg).denominator
         chunks, normalizers = [], []
         for _ in range(c.num_iterations):
             order = torch.randperm(len(batch), generator=gen)
             for mini in torch.tensor_split(order, self._mini_batches()):
-                total = {"token-mean": float(mask[mini].sum()), "seq-mean": float((mask[mini].sum(-1) > 0).sum()),
-                         "constant": float(len(mini) * c.max_new_tokens)}[c.loss_agg]
+                total = float(denominator(mask[mini], c.max_new_tokens))
                 for rows in micro_batches_by_length(lengths, mini, gas):
                     chunks.append(rows)
                     # accelerate divides each micro-batch loss by gas; the shared denominator undoes it
@@ -139,8 +142,9 @@ class GRPOTrainer(OnlineTrainer):
         logp, entropy = policy_logprobs(model, mb, c.temperature, with_entropy=True)
         old = mb.get("old_logprobs")
         old = logp.detach() if old is None else old
-        per_token, stats = get_policy_loss(c.policy_loss)(logp, old, mb["advantages"], mask,
-                                                          eps_low=c.epsilon_low, eps_high=c.epsilon_high)
+        policy_loss = get_policy_loss(c.policy_loss)
+        per_token, stats = policy_loss(logp, old, mb["advantages"], mask,
+                                       **bind_options(policy_loss, c, c.policy_loss_kwargs))
         metrics = {k: float(v) for k, v in stats.items()}
         if c.tis != "none":  # engine ≠ trainer numerics: reweight by π_old_trainer / π_sampler
             w = truncated_importance_weights(old, mb["sampling_logprobs"], mask, c.tis, c.tis_mode, c.tis_cap)

@@ -5,7 +5,8 @@ The base class does everything that is not the algorithm: model loading (a path,
 (adapters disabled under LoRA, a frozen copy otherwise, none when not needed), accelerate device
 placement, mixed precision and distribution (DDP / DeepSpeed / FSDP via ``accelerate launch``),
 AdamW, the LR schedule (``transformers.get_scheduler``), gradient accumulation
-(``accelerator.accumulate``), clipping, logging (``metrics.jsonl``, TensorBoard, a curve PNG), a
+(``accelerator.accumulate``), clipping, logging (``metrics.jsonl``, the ``report_to`` trackers
+through accelerate, a curve PNG), a
 tqdm progress bar, evaluation of the env's pass rate, atomic checkpoints, exact resume and a
 graceful stop on SIGINT/SIGTERM (a final checkpoint, then return).
 
@@ -67,7 +68,7 @@ import torch
 
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .config import TrainConfig
-from .metrics_log import MetricsLogger
+from .metrics_log import MetricsLogger, resolve_trackers, tracker_dir
 from .modeling import apply_lora, compute_dtype, enable_gradient_checkpointing, load_model, make_reference
 
 
@@ -106,7 +107,7 @@ class BaseTrainer:
     def __init__(self, model: Any, config: Optional[TrainConfig] = None, *, tokenizer: Any = None,
                  env: Any = None):
         from accelerate import Accelerator
-        from accelerate.utils import GradientAccumulationPlugin, set_seed
+        from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
 
         config = self.config_class() if config is None else config
         if not isinstance(config, self.config_class):
@@ -121,7 +122,8 @@ class BaseTrainer:
         kwargs = dict(mixed_precision=_mixed_precision(config.mixed_precision),
                       gradient_accumulation_plugin=GradientAccumulationPlugin(
                           num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False),
-                      step_scheduler_with_optimizer=False)
+                      step_scheduler_with_optimizer=False, log_with=resolve_trackers(config.report_to) or None,
+                      project_config=ProjectConfiguration(logging_dir=str(tracker_dir(config.output_dir))))
         try:
             self.accelerator = Accelerator(**kwargs)
         except ValueError as e:
@@ -137,8 +139,8 @@ class BaseTrainer:
         set_seed(config.seed)
         model, self.tokenizer = load_model(model, kind=self.model_kind, dtype=config.model_dtype,
                                            tokenizer=tokenizer)
-        if config.use_lora and not hasattr(model, "peft_config"):
-            model = apply_lora(model, config, self.model_kind)
+        if config.lora is not None and not hasattr(model, "peft_config"):
+            model = apply_lora(model, config.lora, self.model_kind, model_dtype=config.model_dtype)
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         self.model = model
@@ -448,8 +450,9 @@ class BaseTrainer:
         self._stop.clear()
         self._prepare()
         resumed = self._resume()
-        self.logger = MetricsLogger(c.output_dir, c.report_to, enabled=acc.is_main_process,
-                                    resume_step=self.global_step if resumed else None)
+        self.logger = MetricsLogger(c.output_dir, acc, enabled=acc.is_main_process,
+                                    resume_step=self.global_step if resumed else None, project=c.project,
+                                    config=c.model_dump())
         total = self._total
         bar = tqdm(total=total, initial=self.global_step, desc=type(self).__name__, dynamic_ncols=True,
                    disable=not (c.progress_bar and acc.is_main_process))

@@ -3,9 +3,12 @@
 Shapes: ``logprobs``, ``old_logprobs``, ``mask`` are ``[B, T]`` (T = completion positions, mask 1 on
 tokens that count); ``advantages`` is ``[B]`` (one per sequence, GRPO) or ``[B, T]`` (GAE).
 
-Each policy loss returns ``(per_token_loss [B, T] or [B, 1], stats)``; :func:`aggregate` turns that
-into the scalar (``token-mean`` of DAPO, ``seq-mean`` of the original GRPO, ``constant`` of Dr. GRPO).
-Policy losses and KL estimators are registered by name (:func:`get_policy_loss`, :func:`get_kl`).
+Each policy loss is called ``fn(logprobs, old_logprobs, advantages, mask, **options)`` — its
+keyword-only parameters are its options, filled from the config by name
+(:func:`trainers.registry.bind_options`) — and returns ``(per_token_loss [B, T] or [B, 1], stats)``;
+:func:`aggregate` turns that into the scalar (``token-mean`` of DAPO, ``seq-mean`` of the original
+GRPO, ``constant`` of Dr. GRPO). Policy losses, KL estimators and aggregations are registries
+(:data:`POLICY_LOSSES`, :data:`KL_ESTIMATORS`, :data:`AGGREGATIONS`): the only lists of their names.
 
 References: PPO (Schulman et al. 2017), clip-higher (DAPO, Yu et al. 2025), GSPO (Zheng et al. 2025),
 CISPO (MiniMax-M1, 2025), KL estimators k1/k2/k3 (Schulman, "Approximating KL divergence", 2020),
@@ -15,21 +18,24 @@ framework secretly brings you off-policy RL training").
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
 from .registry import Registry
 
-POLICY_LOSSES = Registry("policy loss")
-KL_ESTIMATORS = Registry("KL estimator")
+POLICY_LOSSES = Registry("policy loss", "Add one with @trainers.losses.register_policy_loss(name).")
+KL_ESTIMATORS = Registry("KL estimator", "Add one with @trainers.losses.register_kl(name).")
+AGGREGATIONS = Registry("loss aggregation", "Add one with trainers.losses.register_aggregation(name, Aggregation(...)).")
 register_policy_loss = POLICY_LOSSES.register
 get_policy_loss = POLICY_LOSSES.get
 register_kl = KL_ESTIMATORS.register
 get_kl = KL_ESTIMATORS.get
-AGGREGATIONS = ("token-mean", "seq-mean", "constant")
+register_aggregation = AGGREGATIONS.register
+get_aggregation = AGGREGATIONS.get
 
 
 # -- masked reductions ------------------------------------------------------------------------------
@@ -76,33 +82,50 @@ def entropy_from_logits(logits: torch.Tensor, chunk_rows: int = 8) -> torch.Tens
 
 
 # -- aggregation ------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Aggregation:
+    """How a ``[B, T]`` loss becomes a scalar: ``numerator(loss, mask) / denominator(mask, max_length)``.
+
+    Keeping the two apart lets the trainer compute the denominator once over all micro-batches of an
+    optimizer step (so accumulated gradients equal the full batch's) and divide each part by it.
+    """
+
+    numerator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    denominator: Callable[[torch.Tensor, Optional[int]], torch.Tensor]
+
+
+def _per_seq_means(loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (masked_sum(loss, mask, -1) / mask.sum(-1).clamp(min=1)).sum()
+
+
+def _length_budget(mask: torch.Tensor, max_length: Optional[int]) -> torch.Tensor:
+    if max_length is None:
+        raise ValueError("the `constant` aggregation needs max_length (the generation limit, max_new_tokens) "
+                         "or a normalizer")
+    return torch.tensor(float(mask.shape[0] * max_length))
+
+
+# token-mean (DAPO): every token weighs the same
+register_aggregation("token-mean", Aggregation(masked_sum, lambda mask, _: mask.sum().clamp(min=1)))
+# seq-mean (original GRPO): the mean over sequences of each sequence's token mean
+register_aggregation("seq-mean", Aggregation(_per_seq_means, lambda mask, _: (mask.sum(-1) > 0).sum().clamp(min=1)))
+# constant (Dr. GRPO): Σ loss / (B · max_length) — no length bias
+register_aggregation("constant", Aggregation(masked_sum, _length_budget))
+
+
 def aggregate(per_token_loss: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean",
               max_length: Optional[int] = None, normalizer: Optional[float] = None) -> torch.Tensor:
-    """Reduce a ``[B, T]`` (or sequence-level ``[B, 1]``) loss to a scalar.
+    """Reduce a ``[B, T]`` (or sequence-level ``[B, 1]``) loss to a scalar with the registered
+    aggregation ``mode`` (``token-mean``, ``seq-mean``, ``constant`` or one of yours).
 
-    - ``token-mean`` (DAPO): Σ loss·mask / Σ mask — every token weighs the same;
-    - ``seq-mean`` (original GRPO): mean over sequences of each sequence's token mean;
-    - ``constant`` (Dr. GRPO): Σ loss·mask / (B · ``max_length``) — no length bias.
-
-    ``normalizer`` replaces the denominator (token count, sequence count or B·max_length) — pass the
-    total over all micro-batches of one optimizer step so accumulated gradients equal the full batch's.
+    ``normalizer`` replaces the denominator — pass the total over all micro-batches of one optimizer
+    step so accumulated gradients equal the full batch's.
     """
+    agg = get_aggregation(mode)
     if per_token_loss.shape[-1] == 1 and mask.shape[-1] != 1:
         per_token_loss = per_token_loss.expand_as(mask)
-    if mode == "token-mean":
-        denom = mask.sum().clamp(min=1) if normalizer is None else normalizer
-        return masked_sum(per_token_loss, mask) / denom
-    if mode == "seq-mean":
-        per_seq = masked_sum(per_token_loss, mask, -1) / mask.sum(-1).clamp(min=1)
-        return per_seq.sum() / (per_seq.shape[0] if normalizer is None else normalizer)
-    if mode == "constant":
-        if normalizer is None:
-            if max_length is None:
-                raise ValueError("aggregate(mode='constant') needs max_length (the generation limit, "
-                                 "max_new_tokens) or a normalizer")
-            normalizer = per_token_loss.shape[0] * max_length
-        return masked_sum(per_token_loss, mask) / normalizer
-    raise ValueError(f"unknown loss aggregation {mode!r}; choose one of {list(AGGREGATIONS)}")
+    denom = agg.denominator(mask, max_length) if normalizer is None else normalizer
+    return agg.numerator(per_token_loss, mask) / denom
 
 
 # -- importance ratios ------------------------------------------------------------------------------
@@ -122,9 +145,9 @@ def _adv(advantages: torch.Tensor) -> torch.Tensor:
     return advantages.unsqueeze(-1) if advantages.dim() == 1 else advantages
 
 
-def _clip_stats(ratio, adv, mask, eps_low, eps_high) -> dict:
-    low = ((ratio < 1 - eps_low) & (adv < 0)).float()
-    high = ((ratio > 1 + eps_high) & (adv > 0)).float()
+def _clip_stats(ratio, adv, mask, epsilon_low, epsilon_high) -> dict:
+    low = ((ratio < 1 - epsilon_low) & (adv < 0)).float()
+    high = ((ratio > 1 + epsilon_high) & (adv > 0)).float()
     m = mask if ratio.shape[-1] != 1 else torch.ones_like(ratio)
     low, high = low.expand_as(m), high.expand_as(m)
     return {"clip_frac_low": masked_mean(low, m).detach(), "clip_frac_high": masked_mean(high, m).detach(),
@@ -132,42 +155,46 @@ def _clip_stats(ratio, adv, mask, eps_low, eps_high) -> dict:
 
 
 # -- policy losses ----------------------------------------------------------------------------------
+# Called as fn(logprobs, old_logprobs, advantages, mask, **options); the keyword-only parameters are
+# the options, filled from the config by name (see trainers.registry.bind_options).
 @register_policy_loss("clip")
-def clipped_surrogate_loss(logprobs, old_logprobs, advantages, mask, eps_low: float = 0.2,
-                           eps_high: Optional[float] = None, level: str = "token", **_):
+def clipped_surrogate_loss(logprobs, old_logprobs, advantages, mask, *, epsilon_low: float = 0.2,
+                           epsilon_high: Optional[float] = None, level: str = "token"):
     """PPO's clipped surrogate ``-min(r·A, clip(r, 1-ε_low, 1+ε_high)·A)``; ``ε_high > ε_low`` is
     DAPO's clip-higher. ``level="sequence"`` uses GSPO's sequence ratio instead of the token ratio."""
-    eps_high = eps_low if eps_high is None else eps_high
+    epsilon_high = epsilon_low if epsilon_high is None else epsilon_high
     ratio = torch.exp(log_importance_ratio(logprobs, old_logprobs, mask, level))
     adv = _adv(advantages)
-    loss = -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv)
-    return loss, _clip_stats(ratio, adv, mask, eps_low, eps_high)
+    loss = -torch.min(ratio * adv, torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * adv)
+    return loss, _clip_stats(ratio, adv, mask, epsilon_low, epsilon_high)
 
 
 @register_policy_loss("gspo")
-def gspo_loss(logprobs, old_logprobs, advantages, mask, eps_low: float = 3e-4,
-              eps_high: Optional[float] = 4e-4, **_):
+def gspo_loss(logprobs, old_logprobs, advantages, mask, *, epsilon_low: float = 3e-4,
+              epsilon_high: Optional[float] = 4e-4):
     """GSPO: the clipped surrogate on the length-normalised sequence ratio
-    ``s = exp(mean_t log π/π_old)`` (much smaller ε than token-level PPO, as in the paper)."""
-    return clipped_surrogate_loss(logprobs, old_logprobs, advantages, mask, eps_low, eps_high, level="sequence")
+    ``s = exp(mean_t log π/π_old)`` (much smaller ε than token-level PPO, as in the paper: set
+    ``epsilon_low``/``epsilon_high`` accordingly in the config)."""
+    return clipped_surrogate_loss(logprobs, old_logprobs, advantages, mask, epsilon_low=epsilon_low,
+                                  epsilon_high=epsilon_high, level="sequence")
 
 
 @register_policy_loss("cispo")
-def cispo_loss(logprobs, old_logprobs, advantages, mask, eps_low: Optional[float] = None,
-               eps_high: float = 4.0, **_):
+def cispo_loss(logprobs, old_logprobs, advantages, mask, *, epsilon_low: Optional[float] = None,
+               epsilon_high: float = 4.0):
     """CISPO: ``-sg(clip(r, 1-ε_low, 1+ε_high)) · A · log π`` — the IS weight is clipped and detached,
     so every token keeps a gradient (none is dropped by clipping, unlike PPO). ``ε_low=None``: no
     lower bound (the paper's setting)."""
     ratio = torch.exp(logprobs - old_logprobs).detach()
-    low = 0.0 if eps_low is None else 1 - eps_low
-    weight = torch.clamp(ratio, min=low, max=1 + eps_high)
+    low = 0.0 if epsilon_low is None else 1 - epsilon_low
+    weight = torch.clamp(ratio, min=low, max=1 + epsilon_high)
     adv = _adv(advantages)
-    clipped = ((ratio > 1 + eps_high) | (ratio < low)).float()
+    clipped = ((ratio > 1 + epsilon_high) | (ratio < low)).float()
     return -weight * adv * logprobs, {"clip_frac": masked_mean(clipped, mask)}
 
 
 @register_policy_loss("reinforce")
-def reinforce_loss(logprobs, old_logprobs, advantages, mask, **_):
+def reinforce_loss(logprobs, old_logprobs, advantages, mask):
     """Plain policy gradient ``-A · log π`` (on-policy; ``old_logprobs`` unused)."""
     return -_adv(advantages) * logprobs, {}
 

@@ -5,7 +5,7 @@ Everything goes through transformers' ``from_pretrained`` and peft; nothing here
 - :func:`load_model` — a path, hub id or ``preset:tiny`` (built offline by
   :func:`rlenv.models.tiny.resolve_model_path`); a folder holding a LoRA adapter (a previous stage
   trained with LoRA) is loaded onto its base and merged, so stages chain whatever they trained.
-- :func:`apply_lora` — wrap a model in a peft LoRA adapter (``config.use_lora``).
+- :func:`apply_lora` — wrap a model in a peft LoRA adapter (``config.lora``).
 - :class:`Reference` — the frozen reference policy: the same model with adapters disabled under
   LoRA (no second copy in memory), a frozen deep copy otherwise. Trainers with β = 0 keep none.
 - :func:`token_logprobs` / :func:`forward_logprobs` — log-prob of each next token, the forward every
@@ -110,19 +110,19 @@ def load_model(name_or_model: Any, *, kind: str = "causal_lm", dtype: str = "flo
     return model, tokenizer
 
 
-def apply_lora(model: Any, config: Any, kind: str = "causal_lm") -> Any:
-    """Wrap ``model`` in a trainable LoRA adapter from ``config`` (``lora_r``, ``lora_alpha``,
-    ``lora_dropout``, ``lora_target_modules``). A reward head stays fully trainable.
+def apply_lora(model: Any, config: Any, kind: str = "causal_lm", model_dtype: Optional[str] = None) -> Any:
+    """Wrap ``model`` in a trainable LoRA adapter from ``config`` (a :class:`trainers.config.LoraConfig`:
+    ``r``, ``alpha``, ``dropout``, ``target_modules``). A reward head stays fully trainable.
 
     With ``model_dtype="auto"`` on CUDA the frozen base is cast to bf16 (no optimizer touches it)
     while everything trained — the adapters, a reward head — stays float32 (see :func:`resolve_dtype`)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    auto_gpu = getattr(config, "model_dtype", None) == "auto" and resolve_dtype("auto", trained=False) != torch.float32
+    auto_gpu = model_dtype == "auto" and resolve_dtype("auto", trained=False) != torch.float32
     if auto_gpu and next(model.parameters()).dtype == torch.float32:
         model = model.to(resolve_dtype("auto", trained=False))
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.lora_target_modules,
+    lora = LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                      target_modules=config.target_modules,
                       task_type=TaskType.CAUSAL_LM if kind == "causal_lm" else TaskType.SEQ_CLS)
     model = get_peft_model(model, lora)  # peft keeps the adapters float32 (autocast_adapter_dtype)
     if auto_gpu:

@@ -248,9 +248,7 @@ class OnlineTrainer(BaseTrainer):
     def engine(self) -> Any:
         """The generation engine (built on first use, on the unwrapped policy)."""
         if self._engine is None:
-            from rlenv.engines import make_engine
-
-            self._engine = make_engine(self.config.engine, model=self.unwrapped_model, tokenizer=self.tokenizer)
+            self._engine = self.config.engine.build(model=self.unwrapped_model, tokenizer=self.tokenizer)
         return self._engine
 
     def _seed(self, round_: int = 0) -> int:
@@ -262,14 +260,12 @@ class OnlineTrainer(BaseTrainer):
     def rollout(self, n_prompts: int, round_: int = 0) -> Any:
         """Sample ``group_size`` completions for each of ``n_prompts`` freshly drawn prompts and score
         them with the env's verifiers (a :class:`rlenv.batch.RolloutBatch`)."""
-        from rlenv.engines.base import SamplingParams
         from rlenv.rollout import collect_rollouts
 
         c = self.config
         seed = self._seed(round_)
-        self.engine.sync_weights(self.unwrapped_model, adapter_only=bool(c.use_lora))
-        params = SamplingParams(temperature=c.temperature, top_p=c.top_p, top_k=c.top_k,
-                                max_new_tokens=c.max_new_tokens, seed=seed)
+        self.engine.sync_weights(self.unwrapped_model, adapter_only=c.lora is not None)
+        params = c.sampling_params(seed=seed)
         # one engine call for the whole step: decoding is bound by reading the weights once per
         # token, so 64 rows in one batch cost about what 16 do; the rollout's default of four chunks
         # (to overlap slow verifiers with generation) measured 1.7x slower generation on CPU
@@ -305,6 +301,8 @@ class OnlineTrainer(BaseTrainer):
         length-sorted chunk — the reference pass, or π_old when μ > 1."""
         out = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
         for rows in chunks:
+            if len(rows) == 0:  # more micro-batches than rows (a small mini-batch with accumulation)
+                continue
             mb = gather_rows(batch, rows, {}, {})
             lp, _ = completion_logprobs(model, mb["input_ids"].to(self.device), mb["attention_mask"].to(self.device),
                                         mb["start"], self.config.temperature)

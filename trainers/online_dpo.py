@@ -21,7 +21,7 @@ import torch
 
 from .config import OnlineDPOConfig
 from .losses import masked_sum
-from .losses_pref import dpo_loss
+from .losses_pref import dpo_loss, dpo_options
 from .online import OnlineTrainer, StepData, completion_logprobs, shape_rewards
 
 
@@ -55,6 +55,9 @@ class OnlineDPOTrainer(OnlineTrainer):
         if self.config.rank_by == "reward_model":
             from verifiers.reward_model import RewardModelVerifier
 
+            if not self.config.reward_model:
+                raise ValueError("OnlineDPOConfig.reward_model must be a path when rank_by='reward_model' (in a "
+                                 "spec, or an rm stage before this one), got None")
             self.reward_model = RewardModelVerifier(self.config.reward_model)
 
     def make_step_data(self) -> StepData:
@@ -89,9 +92,8 @@ class OnlineDPOTrainer(OnlineTrainer):
         ref = masked_sum(mb["ref_logprobs"], mask, -1)
         lengths = mask.sum(-1)
         n = seq.shape[0] // 2
-        losses, r_c, r_r = dpo_loss(seq[:n], seq[n:], ref[:n], ref[n:], beta=c.beta, loss_type=c.loss_type,
-                                    label_smoothing=c.label_smoothing, chosen_lengths=lengths[:n],
-                                    rejected_lengths=lengths[n:])
+        losses, r_c, r_r = dpo_loss(seq[:n], seq[n:], ref[:n], ref[n:], chosen_lengths=lengths[:n],
+                                    rejected_lengths=lengths[n:], **dpo_options(c))
         loss = losses.sum() / mb["normalizer"]
         return loss, {"dpo_loss": float(losses.detach().mean()), "reward_margin": float((r_c - r_r).mean()),
                       "reward_accuracy": float((r_c > r_r).float().mean())}

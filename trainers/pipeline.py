@@ -1,6 +1,7 @@
 """Stages from a spec: ``rlenv train SPEC.yaml [key=value …]`` → :func:`run_spec`.
 
-The stages run in order, each starting from the previous stage's exported model:
+The stages run in order, each starting from the previous stage's exported model. Each kind is a
+registered :class:`trainers.stages.StageSpec` (config, trainer, whether it generates); the built-ins:
 
 - ``sft`` — on the env's ideal completions (``task.info["target"]``);
 - ``rm`` — a reward model trained on verifier pairs of the current policy (correct vs incorrect
@@ -26,8 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-TRAINERS = {"sft": "SFTTrainer", "rm": "RewardTrainer", "dpo": "DPOTrainer", "grpo": "GRPOTrainer",
-            "ppo": "PPOTrainer", "online_dpo": "OnlineDPOTrainer"}
+from .stages import StageRun, StageSpec
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -39,46 +39,19 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _pairs_for(model: str, env: Any, config: Any, seed: int, out_dir: Path) -> list:
-    """Verifier pairs of the current policy for a dpo/rm stage, saved to ``pairs.jsonl``."""
-    from .metrics_log import append_jsonl
-    from .pairs import verifier_pairs
-
-    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
-    wanted = per_step * config.max_steps if config.max_steps > 0 else 512
-    pairs = verifier_pairs(model, env, num_prompts=min(2048, max(128, wanted)), samples_per_prompt=8,
-                           max_new_tokens=config.eval_max_new_tokens, seed=seed, fallback_to_target=True)
-    if not pairs:
-        raise RuntimeError(f"no preference pairs: the model at {model} got every sampled prompt all right or "
-                           f"all wrong; train an sft stage first or raise temperature")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "pairs.jsonl"
-    if path.exists():
-        path.unlink()
-    append_jsonl(path, pairs)
-    return pairs
-
-
-def _build_trainer(kind: str, model: str, config: Any, env: Any, reward_model: Optional[str], seed: int,
-                   out_dir: Path, curriculum: Any = None) -> Any:
-    import trainers
-
-    cls = getattr(trainers, TRAINERS[kind])
-    if kind == "sft":
-        steps = config.max_steps if config.max_steps > 0 else 0
-        n = min(20000, max(2000, steps * config.per_device_train_batch_size * config.gradient_accumulation_steps))
-        return cls(model, config, env=env, num_env_examples=n)
-    if kind == "rm":
-        pairs = _pairs_for(model, env, config, seed, out_dir)
-        held = max(1, len(pairs) // 10)  # held-apart pairs for the accuracy shown in the summary
-        return cls(model, config, train_dataset=pairs[held:], eval_dataset=pairs[:held])
-    if kind == "dpo":
-        return cls(model, config, train_dataset=_pairs_for(model, env, config, seed, out_dir), env=env)
-    if reward_model and hasattr(config, "reward_model") and not config.reward_model:
-        config = dataclasses.replace(config, reward_model=reward_model)
-    if curriculum is not None:  # the env at the curriculum's current level (it may rise during the stage)
-        return cls(model=model, config=config, curriculum=curriculum)
-    return cls(model=model, env=env, config=config)
+def build_trainer(stage: StageSpec, model: str, config: Any, run: StageRun) -> Any:
+    """The trainer of one stage: ``from_stage(model, config, run)`` when its class defines it, else
+    built on the run's env (on its curriculum, for a stage that generates)."""
+    cls = stage.trainer_class()
+    if hasattr(cls, "from_stage"):
+        return cls.from_stage(model, config, run)
+    if stage.generates:
+        fields = type(config).model_fields
+        if run.reward_model and "reward_model" in fields and not config.reward_model:
+            config = config.model_copy(update={"reward_model": run.reward_model})
+        if run.curriculum is not None:  # the env at the curriculum's current level (it may rise)
+            return cls(model=model, config=config, curriculum=run.curriculum)
+    return cls(model=model, env=run.env, config=config)
 
 
 def _first_last(history: list, key: str) -> tuple[Optional[float], Optional[float]]:
@@ -86,26 +59,34 @@ def _first_last(history: list, key: str) -> tuple[Optional[float], Optional[floa
     return (vals[0], vals[-1]) if vals else (None, None)
 
 
-def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] = (), *,
-             print_summary: bool = True) -> list[dict]:
-    """Run every stage of a spec (a YAML path, a dict or an :class:`rlenv.spec.RunSpec`).
+@dataclasses.dataclass
+class RunPlan:
+    """Everything a spec decides, built but not trained — all that :func:`run_plan` hands to the
+    stages (so what is not here does not reach a trainer).
 
-    ``overrides`` are ``key=value`` strings applied before validation (``stages[1].grpo.beta=0.04``).
-    Returns one result dict per stage (kind, model_dir, pass rate before/after, time, …).
+    Attributes:
+        model: the first stage's model (path, hub id or ``preset:<name>``).
+        env: the env (at the curriculum's first level when there is one).
+        curriculum: the :class:`rlenv.curriculum.Curriculum`, or None.
+        stages: the validated stages (:class:`rlenv.runspec.Stage`: kind, config, stage type).
+        output_dir: the run's folder (``summary.json``); each stage writes to its config's own.
+        title: the summary table's title.
+        seed: the run's seed (a stage's data seed is seed + its index).
     """
-    import rlenv
-    from rlenv.spec import RunSpec, load_spec, parse_spec
 
-    if isinstance(spec, (str, os.PathLike)):
-        spec = load_spec(spec, overrides)
-    elif isinstance(spec, dict):
-        spec = parse_spec(spec, overrides)
-    elif not isinstance(spec, RunSpec):
-        raise TypeError(f"run_spec takes a spec path, dict or RunSpec, got {type(spec).__name__}")
-    elif overrides:
-        raise ValueError("overrides apply to a spec path or dict; a RunSpec is already validated")
-    out_root = Path(spec.output_dir)
-    out_root.mkdir(parents=True, exist_ok=True)
+    model: str
+    env: Any
+    curriculum: Any
+    stages: list
+    output_dir: Path
+    title: str
+    seed: int
+
+
+def plan_run(spec: Any) -> RunPlan:
+    """Build what a validated :class:`rlenv.runspec.RunSpec` describes (the env, its curriculum)."""
+    import rlenv
+
     curriculum = None
     if spec.env.curriculum is not None:
         from rlenv.curriculum import Curriculum
@@ -121,10 +102,37 @@ def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] 
 
     audit_before_training(curriculum.make_env if curriculum else lambda: rlenv.make(spec.env.id, **spec.env.kwargs),
                           spec.env.audit, spec.env.id)
-    model = spec.model.path
+    return RunPlan(model=spec.model.path, env=env, curriculum=curriculum, stages=spec.stage_list,
+                   output_dir=Path(spec.output_dir), title=spec.name or str(spec.output_dir), seed=spec.seed)
+
+
+def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] = (), *,
+             print_summary: bool = True) -> list[dict]:
+    """Run every stage of a spec (a YAML path, a dict or an :class:`rlenv.runspec.RunSpec`).
+
+    ``overrides`` are ``key=value`` strings applied before validation (``stages[1].grpo.beta=0.04``).
+    Returns one result dict per stage (kind, model_dir, pass rate before/after, time, …).
+    """
+    from rlenv.runspec import RunSpec, load_spec, parse_spec
+
+    if isinstance(spec, (str, os.PathLike)):
+        spec = load_spec(spec, overrides)
+    elif isinstance(spec, dict):
+        spec = parse_spec(spec, overrides)
+    elif not isinstance(spec, RunSpec):
+        raise TypeError(f"run_spec takes a spec path, dict or RunSpec, got {type(spec).__name__}")
+    elif overrides:
+        raise ValueError("overrides apply to a spec path or dict; a RunSpec is already validated")
+    return run_plan(plan_run(spec), print_summary=print_summary)
+
+
+def run_plan(plan: RunPlan, print_summary: bool = True) -> list[dict]:
+    """Run the stages of a :class:`RunPlan` in order (see the module docstring)."""
+    plan.output_dir.mkdir(parents=True, exist_ok=True)
+    model = plan.model
     reward_model: Optional[str] = None
     results = []
-    for index, stage in enumerate(spec.stage_list):
+    for index, stage in enumerate(plan.stages):
         stage_dir = Path(stage.config.output_dir)
         marker = stage_dir / "stage.json"
         if marker.exists():  # finished in an earlier run of this spec
@@ -132,11 +140,12 @@ def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] 
             result["skipped"] = True
         else:
             start = time.perf_counter()
-            trainer = _build_trainer(stage.kind, model, stage.config, env, reward_model, spec.seed + index, stage_dir,
-                                     curriculum)
+            run = StageRun(env=plan.env, output_dir=stage_dir, curriculum=plan.curriculum, reward_model=reward_model,
+                           seed=plan.seed + index)
+            trainer = build_trainer(stage.stage_type, model, stage.config, run)
             out = trainer.train()
             history = out.get("eval_history", [])
-            key = "eval/accuracy" if stage.kind == "rm" else "eval/pass_rate"
+            key = "eval/accuracy" if stage.stage_type.produces == "reward_model" else "eval/pass_rate"
             before, after = _first_last(history, key)
             result = {"index": index, "kind": stage.kind, "model_dir": out["model_dir"], "steps": out["steps"],
                       "metric": key.split("/")[-1], "before": before, "after": after,
@@ -148,13 +157,13 @@ def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] 
                 break
             _write_json(marker, result)
         results.append(result)
-        if stage.kind == "rm":
+        if stage.stage_type.produces == "reward_model":
             reward_model = result["model_dir"]
         else:
             model = result["model_dir"]
-    _write_json(out_root / "summary.json", results)
+    _write_json(plan.output_dir / "summary.json", results)
     if print_summary:
-        print_table(results, title=spec.name or str(out_root))
+        print_table(results, title=plan.title)
     return results
 
 

@@ -151,7 +151,7 @@ class PPOTrainer(OnlineTrainer):
         logp, values, entropy = policy_and_value(model, head, mb["input_ids"], mb["attention_mask"], mb["start"],
                                                  c.temperature, with_entropy=True)
         per_token, stats = clipped_surrogate_loss(logp, mb["old_logprobs"], mb["advantages"], mask,
-                                                  eps_low=c.cliprange, eps_high=c.cliprange)
+                                                  epsilon_low=c.cliprange, epsilon_high=c.cliprange)
         pg_loss = aggregate(per_token, mask, "token-mean", normalizer=mb["normalizer"])
         # the value loss shares the policy loss's token denominator (a token mean over the update)
         share = mask.sum().clamp(min=1) / mb["normalizer"]

@@ -39,7 +39,8 @@ class RewardTrainer(BaseTrainer):
             sequence-classification model object.
         config: :class:`RewardConfig`.
         train_dataset: ``prompt``/``chosen``/``rejected`` rows (+ optional ``margin``).
-        eval_dataset: held-apart pairs; :meth:`evaluate` reports pairwise accuracy on them.
+        eval_dataset: held-apart pairs; :meth:`evaluate` reports pairwise accuracy on (at most
+            ``config.eval_num_tasks`` of) them.
     """
 
     config_class = RewardConfig
@@ -51,6 +52,14 @@ class RewardTrainer(BaseTrainer):
             raise ValueError("RewardTrainer needs train_dataset= with prompt/chosen/rejected rows")
         self._dataset, self._eval_dataset = train_dataset, eval_dataset
         super().__init__(model, config, tokenizer=tokenizer, env=None)
+
+    @classmethod
+    def from_stage(cls, model: Any, config: RewardConfig, run: Any) -> "RewardTrainer":
+        """A spec's ``rm`` stage: verifier pairs of the current policy, a tenth held apart for the
+        accuracy shown in the summary."""
+        pairs = run.verifier_pairs(model, config)
+        held = max(1, len(pairs) // 10)
+        return cls(model, config, train_dataset=pairs[held:], eval_dataset=pairs[:held])
 
     def setup(self) -> None:
         self.pad_id = pad_id_of(self.tokenizer)
@@ -85,6 +94,7 @@ class RewardTrainer(BaseTrainer):
         return hits / max(len(rows), 1)
 
     def evaluate(self) -> dict:
-        if not self.eval_rows:
+        rows = self.eval_rows[: self.config.eval_num_tasks]  # 0: no evaluation, as for the env trainers
+        if not rows:
             return {}
-        return {"accuracy": self.pairwise_accuracy(self.eval_rows)}
+        return {"accuracy": self.pairwise_accuracy(rows)}

@@ -92,6 +92,13 @@ class SFTTrainer(BaseTrainer):
         self._num_env_examples = num_env_examples
         super().__init__(model, config, tokenizer=tokenizer, env=env)
 
+    @classmethod
+    def from_stage(cls, model: Any, config: SFTConfig, run: Any) -> "SFTTrainer":
+        """A spec's ``sft`` stage: the env's ideal completions, as many as the steps consume."""
+        steps = config.max_steps if config.max_steps > 0 else 0
+        n = min(20000, max(2000, steps * config.per_device_train_batch_size * config.gradient_accumulation_steps))
+        return cls(model, config, env=run.env, num_env_examples=n)
+
     def setup(self) -> None:
         c = self.config
         if self._dataset is not None:
