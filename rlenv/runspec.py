@@ -43,7 +43,7 @@ import importlib
 import re
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, model_validator

@@ -72,6 +72,7 @@ class RunPlan:
         output_dir: the run's folder (``summary.json``); each stage writes to its config's own.
         title: the summary table's title.
         seed: the run's seed (a stage's data seed is seed + its index).
+        audit: what a flagged reward-hacking audit does before the first step (``env.audit``).
     """
 
     model: str
@@ -81,6 +82,7 @@ class RunPlan:
     output_dir: Path
     title: str
     seed: int
+    audit: str = "warn"
 
 
 def plan_run(spec: Any) -> RunPlan:
@@ -97,13 +99,24 @@ def plan_run(spec: Any) -> RunPlan:
         env = curriculum.make_env()  # offline stages (sft, rm, dpo) use the first level
     else:
         env = rlenv.make(spec.env.id, **spec.env.kwargs)
-    getattr(env, "preflight", lambda: None)()  # e.g. a code env without a sandbox: stop before any stage
-    from rlenv.audit import audit_before_training  # reward-hacking check before the first step (env.audit)
-
-    audit_before_training(curriculum.make_env if curriculum else lambda: rlenv.make(spec.env.id, **spec.env.kwargs),
-                          spec.env.audit, spec.env.id)
     return RunPlan(model=spec.model.path, env=env, curriculum=curriculum, stages=spec.stage_list,
-                   output_dir=Path(spec.output_dir), title=spec.name or str(spec.output_dir), seed=spec.seed)
+                   output_dir=Path(spec.output_dir), title=spec.name or str(spec.output_dir), seed=spec.seed,
+                   audit=spec.env.audit)
+
+
+def check_env_before_training(plan: RunPlan) -> None:
+    """What runs before the first step: the env's preflight (a code env on a machine without a
+    sandbox stops here) and the reward-hacking audit (``env.audit``: warn, refuse or off)."""
+    import rlenv
+    from rlenv.audit import audit_before_training
+
+    getattr(plan.env, "preflight", lambda: None)()
+    spec = getattr(plan.env, "spec", None)  # None: an env built by hand, audited as it is
+    if plan.curriculum is not None:
+        fresh = plan.curriculum.make_env
+    else:
+        fresh = (lambda: rlenv.make(spec.id, **spec.kwargs)) if spec is not None else (lambda: plan.env)
+    audit_before_training(fresh, plan.audit, getattr(spec, "id", ""))
 
 
 def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] = (), *,
@@ -128,6 +141,7 @@ def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] 
 
 def run_plan(plan: RunPlan, print_summary: bool = True) -> list[dict]:
     """Run the stages of a :class:`RunPlan` in order (see the module docstring)."""
+    check_env_before_training(plan)
     plan.output_dir.mkdir(parents=True, exist_ok=True)
     model = plan.model
     reward_model: Optional[str] = None
