@@ -32,7 +32,7 @@ from rlenv.core import Task
 from rlenv.env import SingleTurnEnv
 from rlenv.registry import registry as _registry
 from rlenv.sources import TaskSource
-from verifiers.base import CORRECT, INCORRECT, PARTIAL, VerifyResult, completion_text
+from verifiers.base import CORRECT, INCORRECT, PARTIAL, VerifyResult, completion_text, passes
 from verifiers.rubric import Component, Rubric
 
 PACKAGE = "reasoning_gym"
@@ -202,7 +202,7 @@ class ScoreAnswer:
 
         answer = extract_answer(completion_text(completion))
         value = float(self.dataset.score_answer(answer=answer, entry=self.entry(task)))
-        verdict = CORRECT if value >= 1.0 else INCORRECT if value <= 0.0 else PARTIAL
+        verdict = CORRECT if passes(value) else INCORRECT if value <= 0.0 else PARTIAL
         return VerifyResult(value, verdict, {"parsed": answer})
 
 

@@ -283,8 +283,7 @@ class OnlineTrainer(BaseTrainer):
     def _observe_curriculum(self, batch: Any) -> None:
         """Feed the rollout's pass rate to the curriculum; rebuild the env when the level rises
         (from the next step on: this step's rollout is already drawn)."""
-        correct = batch.correct if batch.correct is not None else batch.rewards > 0
-        if self.curriculum.observe(float(correct.float().mean())):
+        if self.curriculum.observe(float(batch.correct.float().mean())):
             rubric = getattr(self.env.unwrapped, "rubric", None)
             self.env = self.curriculum.make_env()
             if rubric is not None and self._verifiers_replaced:  # keep verifiers= passed to the trainer
