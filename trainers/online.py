@@ -235,6 +235,7 @@ class OnlineTrainer(BaseTrainer):
         self._engine = engine
         self.timing: dict = {}
         self.curriculum = curriculum
+        self._rubric_extras: Optional[tuple] = None
         self._verifiers_replaced = bool(verifiers)
         if env is None and curriculum is not None:
             env = curriculum.make_env()
@@ -288,6 +289,28 @@ class OnlineTrainer(BaseTrainer):
             self.env = self.curriculum.make_env()
             if rubric is not None and self._verifiers_replaced:  # keep verifiers= passed to the trainer
                 self.env.unwrapped.rubric = rubric
+            self._extend_rubric()
+
+    def add_to_rubric(self, components: Sequence[Any], *, others_weight: Optional[float] = None) -> None:
+        """Score with ``components`` too (a reward model, say) through the env's rubric, so every
+        rollout and evaluation — and an env the curriculum rebuilds — scores with them, under the
+        rubric's time limits and failure masking. ``others_weight=0.0`` turns the env's own verifiers
+        into logged metrics (they still decide ``correct``, so the pass rate still measures the task)."""
+        self._rubric_extras = (list(components), others_weight)
+        self._extend_rubric()
+
+    def _extend_rubric(self) -> None:
+        if not self._rubric_extras:
+            return
+        components, others_weight = self._rubric_extras
+        target = self.env.unwrapped
+        rubric = getattr(target, "rubric", None)
+        names = [c.name for c in components]
+        if rubric is None:
+            raise ValueError(f"{self.env!r} has no rubric to add {names} to; use an env built on a Rubric "
+                             f"(rlenv.SingleTurnEnv / MultiTurnEnv)")
+        if not set(names) <= set(rubric.names):  # an env rebuilt with the old rubric may have them
+            target.rubric = rubric.extended(components, others_weight=others_weight)
 
     @torch.no_grad()
     def score_logprobs(self, model: Any, batch: Any, chunks: list) -> torch.Tensor:
@@ -344,6 +367,7 @@ class OnlineTrainer(BaseTrainer):
         if self.curriculum is not None and state.get("curriculum"):
             self.curriculum.load_state_dict(state["curriculum"])
             self.env = self.curriculum.make_env()
+            self._extend_rubric()
 
 
 @dataclasses.dataclass

@@ -6,7 +6,7 @@ structure, then by evaluating the difference at a few random points (bounded eff
 Lists and sets are unordered, tuples ordered, intervals by endpoints and closedness, equations up
 to a non-zero factor, inequalities up to a positive factor.
 
-This module runs inside the worker processes of :mod:`verifiers.math.pool`; :func:`judge` is the
+This module runs inside the worker processes of :mod:`verifiers.workers`; :func:`judge` is the
 entry point. Nothing here is protected by a time limit of its own.
 """
 
