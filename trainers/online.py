@@ -265,6 +265,7 @@ class OnlineTrainer(BaseTrainer):
 
         c = self.config
         seed = self._seed(round_)
+        self._extend_rubric()  # the env may have been rebuilt (curriculum, resume) since the last rollout
         self.engine.sync_weights(self.unwrapped_model, adapter_only=bool(c.use_lora))
         params = SamplingParams(temperature=c.temperature, top_p=c.top_p, top_k=c.top_k,
                                 max_new_tokens=c.max_new_tokens, seed=seed)
@@ -289,7 +290,6 @@ class OnlineTrainer(BaseTrainer):
             self.env = self.curriculum.make_env()
             if rubric is not None and self._verifiers_replaced:  # keep verifiers= passed to the trainer
                 self.env.unwrapped.rubric = rubric
-            self._extend_rubric()
 
     def add_to_rubric(self, components: Sequence[Any], *, others_weight: Optional[float] = None) -> None:
         """Score with ``components`` too (a reward model, say) through the env's rubric, so every
@@ -299,7 +299,12 @@ class OnlineTrainer(BaseTrainer):
         self._rubric_extras = (list(components), others_weight)
         self._extend_rubric()
 
+    def evaluate(self) -> dict:
+        self._extend_rubric()
+        return super().evaluate()
+
     def _extend_rubric(self) -> None:
+        """Put :meth:`add_to_rubric`'s components into the current env's rubric, if not there yet."""
         if not self._rubric_extras:
             return
         components, others_weight = self._rubric_extras
@@ -367,7 +372,6 @@ class OnlineTrainer(BaseTrainer):
         if self.curriculum is not None and state.get("curriculum"):
             self.curriculum.load_state_dict(state["curriculum"])
             self.env = self.curriculum.make_env()
-            self._extend_rubric()
 
 
 @dataclasses.dataclass
