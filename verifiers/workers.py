@@ -222,11 +222,12 @@ class WorkerPool:
             self._idle.append(w)
             self._cond.notify()
 
-    def _discard(self, w: _Worker, count: bool = True) -> None:
+    def _discard(self, w: _Worker, count: bool = True, timed_out: bool = False) -> None:
         w.kill()
         with self._cond:
             self._started -= 1
             self.killed += int(count)
+            self.timeouts += int(timed_out)
             self._cond.notify()
 
     # -- calls --------------------------------------------------------------------------------------
@@ -245,8 +246,7 @@ class WorkerPool:
             self._discard(w)
             raise
         if status == "timeout":
-            self.timeouts += 1
-            self._discard(w)
+            self._discard(w, timed_out=True)
             raise VerifierTimeout(f"timed out after {timeout:g}s (worker process killed)")
         self._release(w)
         if status == "err":
@@ -293,8 +293,7 @@ class WorkerPool:
                 now = time.monotonic()
                 for conn in [c for c, (_, _, d) in busy.items() if d <= now]:
                     w, _, _ = busy.pop(conn)
-                    self.timeouts += 1
-                    self._discard(w)
+                    self._discard(w, timed_out=True)
         finally:
             for w, _, _ in busy.values():  # interrupted (e.g. KeyboardInterrupt): no half-done worker stays
                 self._discard(w, count=False)
