@@ -226,3 +226,15 @@ def test_no_module_imports_a_higher_layer():
            for m in sorted(GRAPH) for t in sorted(GRAPH[m])
            if LAYERS[_layer(m)][0] != "top" and _layer(t) > _layer(m)]
     assert not bad, "a lower layer imports a higher one:\n" + "\n".join(bad)
+
+
+def test_builtins_are_registered_as_plugins():
+    """The core names no built-in: the tasks package and the built-in verifier modules are entry
+    points, found from the installed metadata or, in a source checkout, from its pyproject.toml."""
+    from rlenv.plugins import ENV_GROUP, VERIFIER_GROUP, _entry_points
+
+    assert "tasks" in {ep.value for ep in _entry_points(ENV_GROUP)}
+    builtin = {"verifiers.format", "verifiers.math", "verifiers.code", "verifiers.reward_model"}
+    assert builtin <= {ep.value for ep in _entry_points(VERIFIER_GROUP)}
+    assert not any(t == "tasks" or t.startswith("tasks.") for m in GRAPH if m.startswith("rlenv.") and
+                   _layer(m) < _layer("tasks") for t in GRAPH[m])
