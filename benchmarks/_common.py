@@ -211,7 +211,7 @@ class Recorder:
         n = len(self.steps)
         if not s.eval_tasks or not (force or n % s.eval_every == 0):
             return False
-        from trainers.evaluation import evaluate_pass_rate
+        from rlenv.evaluation import evaluate_pass_rate
 
         was_training = model.training
         rate = evaluate_pass_rate(model, tokenizer, self.eval_env, num_tasks=s.eval_tasks,

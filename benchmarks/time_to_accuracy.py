@@ -40,7 +40,7 @@ def sft_checkpoint(target: float, eval_tasks: int, cache: Path, prompt: str = "s
     import torch
     from rlenv.models.tiny import resolve_model_path
     from trainers import SFTConfig, SFTTrainer
-    from trainers.evaluation import evaluate_pass_rate
+    from rlenv.evaluation import evaluate_pass_rate
 
     env_kwargs = PROMPTS[prompt]
     out = cache / f"bench-sft-arith-v{SFT_VERSION}-{prompt}-{target:g}-{eval_tasks}"

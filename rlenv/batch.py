@@ -15,6 +15,8 @@ from typing import Any, Optional
 
 import torch
 
+from verifiers.base import passes
+
 
 @dataclasses.dataclass
 class RolloutBatch:
@@ -29,10 +31,15 @@ class RolloutBatch:
     failed: torch.Tensor  # [B] bool, a rewarded verifier failed (infrastructure) — mask out
     truncated: torch.Tensor  # [B] bool, stopped by the length or turn limit
     reward_components: dict = dataclasses.field(default_factory=dict)  # name -> [B] float
-    correct: Optional[torch.Tensor] = None  # [B] bool, for pass-rate metrics, when known
+    correct: Optional[torch.Tensor] = None  # [B] bool, the rollout's verdict (see __post_init__)
     texts: list = dataclasses.field(default_factory=list)  # decoded completions, for logs
     tasks: list = dataclasses.field(default_factory=list)  # the Task of each row
     metrics: dict = dataclasses.field(default_factory=dict)  # rollout metrics (tokens/s, …)
+
+    def __post_init__(self):
+        # every pass rate reads `correct`; a batch built without it gets the one pass test
+        if self.correct is None:
+            self.correct = passes(self.rewards.float())
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])

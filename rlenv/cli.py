@@ -65,8 +65,6 @@ def cmd_envs(args) -> int:
     from .plugins import plugin_errors
 
     registry.pprint_registry()
-    for err in registry._load_errors:
-        print(f"warning: {err}", file=sys.stderr)
     for err in plugin_errors():
         print(f"warning: {err}", file=sys.stderr)
     return 0

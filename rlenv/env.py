@@ -1,4 +1,5 @@
-"""Concrete envs over a task source and a rubric: :class:`SingleTurnEnv` and :class:`MultiTurnEnv`.
+"""Concrete envs over a task source and a rubric: :class:`MultiTurnEnv` and its one-turn case,
+:class:`SingleTurnEnv`.
 
 A single-turn env shows the model one prompt and scores its one completion::
 
@@ -13,11 +14,13 @@ A single-turn env shows the model one prompt and scores its one completion::
     obs, reward, terminated, truncated, info = env.step("4")   # reward 1.0, info["scores"]
 
 A multi-turn env overrides :meth:`MultiTurnEnv.env_response` to answer each turn (execution
-feedback, a tool result) until it says the episode is done or ``max_turns`` truncates it.
+feedback, a tool result) until it says the episode is done or ``max_turns`` truncates it. A
+single-turn env is the case whose ``env_response`` ends the episode after the first turn.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional, Sequence
 
 from verifiers.rubric import Rubric
@@ -25,7 +28,7 @@ from verifiers.rubric import Rubric
 from .core import Env, Task
 from .sources import TaskSource, as_source, to_task
 
-__all__ = ["SingleTurnEnv", "TaskEnv", "MultiTurnEnv", "format_prompt", "render_chat"]
+__all__ = ["MultiTurnEnv", "SingleTurnEnv", "format_prompt"]
 
 
 def _few_shot_messages(example: Any) -> list:
@@ -62,17 +65,9 @@ def format_prompt(task: Task, system_prompt: Optional[str] = None, few_shot: Seq
     return head + msgs
 
 
-def render_chat(messages: Sequence[dict], tokenizer: Any, add_generation_prompt: bool = True) -> str:
-    """Render chat messages to the prompt string with the tokenizer's chat template (transformers)."""
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError("this tokenizer has no chat_template; set tokenizer.chat_template or pass "
-                         "token ids / plain text prompts instead")
-    return tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
-
-
-class SingleTurnEnv(Env):
-    """One prompt, one completion, one score.
+class MultiTurnEnv(Env):
+    """A conversation over one task: the model takes a turn, the env replies, until the env says the
+    episode is done or ``max_turns`` truncates it; then the rubric scores it.
 
     Args:
         tasks: a task source — a list of tasks, a ``datasets.Dataset``, a generator function
@@ -81,14 +76,17 @@ class SingleTurnEnv(Env):
             or ``(fn, weight)`` pairs) to wrap in one.
         system_prompt: prepended as a system message.
         few_shot: example pairs shown before the task (see :func:`format_prompt`).
+        max_turns: the turn limit (default: the class's ``max_turns``).
 
-    ``reset(seed=s)`` reseeds the draw, so the same seed gives the same task; ``options={"task":
-    Task}`` or ``{"task_index": i}`` pins the task (how the G samples of a group share a prompt).
-    ``step`` returns ``info`` with ``scores`` (each component's reward), ``failed``, ``correct`` and
-    ``task``.
+    Subclasses implement :meth:`env_response`. The rubric scores the whole assistant side of the
+    conversation when the episode ends (verifiers see the last assistant message by default);
+    intermediate turns give reward 0. ``reset(seed=s)`` reseeds the draw, so the same seed gives the
+    same task; ``options={"task": Task}`` or ``{"task_index": i}`` pins the task (how the G samples
+    of a group share a prompt). The last ``step`` returns ``info`` with ``scores`` (each
+    component's reward), ``failed``, ``correct``, ``turns`` and ``task``.
     """
 
-    max_turns = 1
+    max_turns = 4
 
     def __init__(self, tasks: Any, rubric: Any, *, system_prompt: Optional[str] = None,
                  few_shot: Sequence[Any] = (), max_turns: Optional[int] = None):
@@ -151,14 +149,32 @@ class SingleTurnEnv(Env):
                 "verdicts": dict(result.verdicts), "details": dict(result.details)}
         return float(result.reward), info
 
+    def env_response(self, messages: list, task: Task) -> tuple[Any, bool]:
+        """Reply to the model's last turn. ``messages`` is the conversation so far (its last entry
+        is the model's message). Returns ``(reply, done)``: ``reply`` is a string (sent as a user
+        message) or a list of chat messages; ``done=True`` ends the episode (the reply is then
+        ignored)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement env_response(messages, task)")
+
+    def scored_completion(self) -> Any:
+        """What the rubric scores when the episode ends: the assistant turns, as chat messages."""
+        return [m for m in self.history if m.get("role") == "assistant"]
+
     def step(self, action: str) -> tuple[list, float, bool, bool, dict]:
-        """Score the completion; the episode always ends here."""
+        """Record the model's turn, ask :meth:`env_response` for a reply, score when the episode ends."""
         self._check_can_step(action)
         self.history.append({"role": "assistant", "content": action})
         self.turn += 1
-        self._done = True
-        reward, info = self._score(action)
-        return [], reward, True, False, info
+        reply, done = self.env_response([dict(m) for m in self.history], self.task)
+        truncated = not done and self.turn >= self.max_turns
+        if done or truncated:
+            self._done = True
+            reward, info = self._score(self.scored_completion())
+            info["turns"] = self.turn
+            return [], reward, bool(done), truncated, info
+        msgs = [{"role": "user", "content": reply}] if isinstance(reply, str) else [dict(m) for m in reply]
+        self.history.extend(msgs)
+        return msgs, 0.0, False, False, {"turns": self.turn, "task": self.task, "task_index": self.task_index}
 
     # -- interop: out to TRL ---------------------------------------------------------------------
     def as_dataset(self, n: Optional[int] = None) -> Any:
@@ -203,40 +219,31 @@ class SingleTurnEnv(Env):
         return to_trl_reward(self.rubric, name=name or re.sub(r"\W+", "_", sid).strip("_"))
 
 
-#: the name used in the issue and the docs; the same class
-TaskEnv = SingleTurnEnv
+class SingleTurnEnv(MultiTurnEnv):
+    """One prompt, one completion, one score: the multi-turn env whose episode ends after the first
+    turn. The rubric scores the completion text itself. Same arguments as :class:`MultiTurnEnv`.
 
-
-class MultiTurnEnv(SingleTurnEnv):
-    """An env that replies to each turn until it is done or ``max_turns`` truncates the episode.
-
-    Subclasses implement :meth:`env_response`. The rubric scores the whole assistant side of the
-    conversation when the episode ends (verifiers see the last assistant message by default);
-    intermediate turns give reward 0.
+    >>> env = SingleTurnEnv([Task("2+2=?", "4")], [lambda c, t: float(c.strip() == t.answer)])
+    >>> env.reset(seed=0)[0]
+    [{'role': 'user', 'content': '2+2=?'}]
+    >>> env.step("4")[1:3]
+    (1.0, True)
     """
 
-    max_turns = 4
+    max_turns = 1
 
     def env_response(self, messages: list, task: Task) -> tuple[Any, bool]:
-        """Reply to the model's last turn. ``messages`` is the conversation so far (its last entry
-        is the model's message). Returns ``(reply, done)``: ``reply`` is a string (sent as a user
-        message) or a list of chat messages; ``done=True`` ends the episode (the reply is then
-        ignored)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement env_response(messages, task)")
+        """No reply: the episode ends after the model's one turn."""
+        return [], True
 
-    def step(self, action: str) -> tuple[list, float, bool, bool, dict]:
-        """Record the model's turn, ask :meth:`env_response` for a reply, score when the episode ends."""
-        self._check_can_step(action)
-        self.history.append({"role": "assistant", "content": action})
-        self.turn += 1
-        reply, done = self.env_response([dict(m) for m in self.history], self.task)
-        truncated = not done and self.turn >= self.max_turns
-        if done or truncated:
-            self._done = True
-            transcript = [m for m in self.history if m.get("role") == "assistant"]
-            reward, info = self._score(transcript)
-            info["turns"] = self.turn
-            return [], reward, bool(done), truncated, info
-        msgs = [{"role": "user", "content": reply}] if isinstance(reply, str) else [dict(m) for m in reply]
-        self.history.extend(msgs)
-        return msgs, 0.0, False, False, {"turns": self.turn, "task": self.task, "task_index": self.task_index}
+    def scored_completion(self) -> Any:
+        """The completion text of the one turn."""
+        return self.history[-1]["content"]
+
+
+def __getattr__(name: str):
+    if name == "TaskEnv":  # PEP 562: the old name still imports, with a warning
+        warnings.warn("rlenv.TaskEnv is deprecated; use rlenv.SingleTurnEnv (the same class)",
+                      DeprecationWarning, stacklevel=2)
+        return SingleTurnEnv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

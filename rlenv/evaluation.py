@@ -1,4 +1,5 @@
-"""Evaluation: pass@1 / pass@k of a model on an env, with per-verifier means and the samples saved.
+"""Evaluation, the one module: pass@k of a model on an env (``rlenv eval``) and the greedy pass rate
+the trainers log (before and after training, every ``eval_every`` steps, the pipeline's summary).
 
     from rlenv.evaluation import evaluate
     result = evaluate("arithmetic-v0", "path/to/model", n=8, k=[1, 4, 8], num_tasks=50,
@@ -7,23 +8,26 @@
 
 pass@k uses the unbiased estimator of Chen et al. 2021 ("Evaluating Large Language Models Trained
 on Code"): with ``n`` samples of which ``c`` are correct, ``pass@k = 1 - C(n-c, k) / C(n, k)``,
-averaged over tasks. A sample is correct when the env says so (``info["correct"]``), otherwise when
-its reward is ≥ 1.
+averaged over tasks. Whether a sample is correct is decided once, by the rollout
+(``RolloutBatch.correct``: the env's ``info["correct"]``, else :func:`verifiers.base.passes` on the
+reward), and read as is here, by the curriculum and by the rollout metrics.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from .engines.base import Engine, SamplingParams
+from .jsonl import append_jsonl, write_jsonl_atomic
 
-__all__ = ["pass_at_k", "evaluate", "write_jsonl_atomic"]
+__all__ = ["pass_at_k", "evaluate", "evaluate_pass_rate", "sample_rows", "write_jsonl_atomic", "EVAL_SEED"]
+
+#: the seed of the trainers' evaluation draws: far from any training draw, so the same model
+#: always scores the same on the same tasks
+EVAL_SEED = 1_000_003
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -34,26 +38,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
-
-
-def write_jsonl_atomic(path: Union[str, os.PathLike], rows: Sequence[dict]) -> Path:
-    """Write ``rows`` as JSON lines to ``path`` via a temp file + fsync + rename: the file is either
-    the old one or complete, never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _tasks_of(env: Any, num_tasks: Optional[int], seed: int) -> list:
@@ -136,22 +120,13 @@ def evaluate(env: Any, model: Any, *, n: int = 1, k: Union[int, Sequence[int]] =
     for start in range(0, len(tasks), max(1, tasks_per_batch)):
         chunk = tasks[start:start + tasks_per_batch]
         batch = collect_rollouts(env, eng, chunk, group_size=n, sampling=sampling, max_turns=max_turns)
-        correct = (batch.correct if batch.correct is not None else batch.rewards >= 1.0).tolist()
+        correct = batch.correct.tolist()
         tok_rates.append(batch.metrics["gen_tokens_per_s"])
         for name, values in batch.reward_components.items():
             components.setdefault(name, []).extend(values.tolist())
         for g in range(len(chunk)):
             per_task.append(sum(correct[g * n:(g + 1) * n]))
-        for b in range(len(batch)):
-            task = batch.tasks[b]
-            rows.append({
-                "task_index": start + int(batch.group_ids[b]), "task_id": getattr(task, "id", None),
-                "prompt": getattr(task, "prompt", task), "answer": getattr(task, "answer", None),
-                "completion": batch.texts[b], "reward": float(batch.rewards[b]), "correct": bool(correct[b]),
-                "scores": {name: float(v[b]) for name, v in batch.reward_components.items()},
-                "failed": bool(batch.failed[b]), "truncated": bool(batch.truncated[b]),
-                "completion_tokens": int(batch.completion_lengths[b]),
-            })
+        rows += sample_rows(batch, task_offset=start)
     model_name = str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
     result: dict = {"env": env_id, "model": model_name, "num_tasks": len(tasks), "n": n}
     for x in ks:
@@ -165,3 +140,51 @@ def evaluate(env: Any, model: Any, *, n: int = 1, k: Union[int, Sequence[int]] =
     if out is not None:
         result["samples_path"] = str(write_jsonl_atomic(out, rows))
     return result
+
+
+def sample_rows(batch: Any, task_offset: int = 0) -> list:
+    """One record per row of a rollout: task, completion, reward, ``correct`` (the rollout's
+    verdict), each verifier's score, failed/truncated and the completion's length in tokens."""
+    rows = []
+    for b in range(len(batch)):
+        task = batch.tasks[b]
+        rows.append({
+            "task_index": task_offset + int(batch.group_ids[b]), "task_id": getattr(task, "id", None),
+            "prompt": getattr(task, "prompt", task), "answer": getattr(task, "answer", None),
+            "completion": batch.texts[b] if batch.texts else None, "reward": float(batch.rewards[b]),
+            "correct": bool(batch.correct[b]),
+            "scores": {name: float(v[b]) for name, v in batch.reward_components.items()},
+            "failed": bool(batch.failed[b]), "truncated": bool(batch.truncated[b]),
+            "completion_tokens": int(batch.completion_lengths[b]),
+        })
+    return rows
+
+
+def evaluate_pass_rate(model: Any, tokenizer: Any, env: Any, *, num_tasks: int = 64, max_new_tokens: int = 64,
+                       batch_size: int = 64, seed: int = EVAL_SEED,
+                       samples_path: Optional[Union[str, os.PathLike]] = None, step: int = 0) -> dict:
+    """Greedy-decode ``num_tasks`` tasks drawn from ``env`` (seeded draws) with the HF engine on a
+    model object, and score them with the env's verifiers — the trainers' evaluation.
+
+    Returns ``{"pass_rate", "reward", "format", "completion_len"}`` (``format`` when the env logs a
+    ``format`` component). With ``samples_path`` each sample (:func:`sample_rows` plus ``step``) is
+    appended there as one jsonl line.
+    """
+    from .engines.hf import HFEngine
+    from .rollout import collect_rollouts
+
+    engine = HFEngine(model, tokenizer, max_batch_size=batch_size)
+    try:
+        # explicit sampling seed: evaluation must not consume the global RNG (exact resume)
+        batch = collect_rollouts(env, engine, num_tasks, group_size=1,
+                                 sampling=SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, seed=seed),
+                                 seed=seed)
+    finally:
+        engine.close()
+    out = {"pass_rate": float(batch.correct.float().mean()), "reward": float(batch.rewards.mean()),
+           "completion_len": float(batch.completion_lengths.float().mean())}
+    if "format" in batch.reward_components:
+        out["format"] = float(batch.reward_components["format"].float().mean())
+    if samples_path is not None:
+        append_jsonl(samples_path, [{"step": step, **row} for row in sample_rows(batch)])
+    return out

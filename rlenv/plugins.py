@@ -10,20 +10,29 @@ A plugin declares, in its ``pyproject.toml``::
 Each group is loaded once per process, the first time its registry is used. A plugin that fails
 to import or raises is reported with its name (a warning, and :func:`plugin_errors`), and the other
 plugins still load.
+
+rlenv's own built-ins are plugins too: the ``tasks`` package and the built-in verifier modules are
+entry points in rlenv's ``pyproject.toml``, so the core never imports them by name. A source
+checkout whose installed metadata predates an entry point (or that was never installed) still finds
+them: the entry points declared in the checkout's own ``pyproject.toml`` are read as well.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import threading
 import warnings
 from importlib import metadata
+from pathlib import Path
 
 __all__ = ["ENV_GROUP", "VERIFIER_GROUP", "PluginError", "load_plugins", "plugin_errors"]
 
 ENV_GROUP = "rlenv.envs"
 VERIFIER_GROUP = "rlenv.verifiers"
+#: the distribution rlenv ships in; its source checkout's pyproject.toml declares the built-ins
+DISTRIBUTION = "rlenv-rlvr"
 
 
 @dataclasses.dataclass
@@ -45,8 +54,28 @@ _errors: list[PluginError] = []
 _lock = threading.RLock()
 
 
+@functools.lru_cache(maxsize=None)
+def _source_tree_entry_points() -> dict:
+    """``{group: {name: value}}`` declared in the ``pyproject.toml`` of the source checkout this
+    package is imported from (none for an installed wheel, which has no such file beside it)."""
+    path = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the installed metadata alone
+        return {}
+    try:
+        project = tomllib.loads(path.read_text(encoding="utf-8")).get("project", {})
+    except (OSError, ValueError):
+        return {}
+    if project.get("name") != DISTRIBUTION:
+        return {}
+    return {g: dict(eps) for g, eps in (project.get("entry-points") or {}).items() if isinstance(eps, dict)}
+
+
 def _entry_points(group: str) -> list:
-    eps = metadata.entry_points(group=group)
+    eps = list(metadata.entry_points(group=group))
+    eps += [metadata.EntryPoint(name=n, value=v, group=group)
+            for n, v in _source_tree_entry_points().get(group, {}).items()]
     seen, out = set(), []
     for ep in eps:  # the same distribution visible twice on sys.path must not load twice
         key = (ep.name, ep.value)

@@ -2,9 +2,10 @@
 ``spec``, list what exists.
 
 Ids look like ``name-vN`` (optionally ``namespace/name-vN``); bump the version whenever a change
-would make old results incomparable. Built-in tasks (the ``tasks`` package) and third-party
-plugins (entry-point group ``rlenv.envs``) are loaded lazily, the first time the registry is read,
-so ``import rlenv`` stays cheap and a user never has to import a plugin by hand.
+would make old results incomparable. Env plugins (entry-point group ``rlenv.envs``) are loaded
+lazily, the first time the registry is read, so ``import rlenv`` stays cheap and a user never has to
+import a plugin by hand. The built-in tasks are one such plugin (the ``tasks`` package, declared in
+rlenv's ``pyproject.toml``): the registry itself knows no env by name.
 
 >>> import rlenv
 >>> env = rlenv.make("arithmetic-v0", digits=2)          # doctest: +SKIP
@@ -19,10 +20,9 @@ import difflib
 import importlib
 import re
 import threading
-import warnings
 from typing import Any, Callable, Optional, Union
 
-from .plugins import ENV_GROUP, load_plugins, print_registry_table
+from .plugins import ENV_GROUP, load_plugins, plugin_errors, print_registry_table
 
 __all__ = ["EnvSpec", "EnvNotFoundError", "DuplicateEnvError", "register", "unregister", "make",
            "spec", "envs", "pprint_registry", "registry"]
@@ -97,24 +97,19 @@ class EnvSpec:
 #: id -> EnvSpec of everything registered so far (read it through :func:`spec` / :func:`envs`)
 registry: dict[str, EnvSpec] = {}
 _loaded = False
-_load_errors: list[str] = []
 _lock = threading.RLock()
 
 
 def _ensure_loaded() -> None:
-    """Import the built-in tasks and load env plugins, once, the first time the registry is read."""
+    """Load the env plugins (the built-in tasks among them), once, the first time the registry is
+    read. A plugin that fails is reported by name and the others still load."""
     global _loaded
     if _loaded:
         return
     with _lock:
         if _loaded:
             return
-        _loaded = True  # before importing: task modules call register(), which must not recurse
-        try:
-            importlib.import_module("tasks")
-        except Exception as e:  # a broken built-in must not take the plugins (or a user's envs) down
-            _load_errors.append(f"the built-in tasks failed to import ({type(e).__name__}: {e})")
-            warnings.warn(f"rlenv: {_load_errors[-1]}; built-in envs are unavailable", RuntimeWarning, stacklevel=3)
+        _loaded = True  # before loading: plugin modules call register(), which must not recurse
         load_plugins(ENV_GROUP)
 
 
@@ -186,9 +181,7 @@ def spec(id: str) -> EnvSpec:
             hint = f" Did you mean {' or '.join(f'`{c}`' for c in close)}?"
         elif isinstance(id, str) and not ENV_ID_RE.match(id):
             hint = " Env ids carry a version, like `name-v0`."
-    from .plugins import plugin_errors
-
-    broken = _load_errors + [str(e) for e in plugin_errors(ENV_GROUP)]
+    broken = [str(e) for e in plugin_errors(ENV_GROUP)]
     note = f" (Note: {'; '.join(broken)}.)" if broken else ""
     raise EnvNotFoundError(f"Env `{id}` not found.{hint} Run `rlenv envs` to list registered envs.{note}")
 

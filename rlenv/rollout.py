@@ -29,10 +29,12 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
+from verifiers.base import passes
+
 from .batch import RolloutBatch
+from .chat import encode_prompt, env_turn_ids
 from .core import Env
 from .engines.base import Engine, SamplingParams
-from .engines.hf import encode_prompt
 from .rollout_metrics import rollout_metrics
 
 __all__ = ["collect_rollouts", "env_turn_ids"]
@@ -62,35 +64,6 @@ class _Trajectory:
     failures: dict = dataclasses.field(default_factory=dict)  # "<component>/<kind>" -> count
 
 
-def env_turn_ids(tokenizer: Any, history: list, generated_ids: list, assistant_text: str, reply: list) -> list:
-    """Token ids to append after the model's turn so the context holds the env's reply and the
-    next generation prompt, exactly as the chat template renders them.
-
-    The template closes the assistant turn with text the model may or may not have produced
-    (``<|im_end|>\\n`` in ChatML: the model generates ``<|im_end|>``, the template adds ``\\n``);
-    only the part the model did not generate is added, so the generated ids stay untouched.
-    """
-    def render(msgs, gen):
-        return tokenizer.apply_chat_template(msgs, add_generation_prompt=gen, tokenize=False)
-
-    with_turn = list(history) + [{"role": "assistant", "content": assistant_text}]
-    closed = render(with_turn, False)
-    full = render(with_turn + list(reply), True)
-    if not full.startswith(closed):
-        raise RuntimeError("the chat template renders earlier turns differently once a reply follows; "
-                           "token-in/token-out multi-turn rollouts need a prefix-stable template")
-    opened = render(history, True)
-    glue = ""
-    if closed.startswith(opened):
-        turn_text = closed[len(opened):]  # e.g. "answer<|im_end|>\n"
-        generated_text = tokenizer.decode(generated_ids, skip_special_tokens=False)
-        if turn_text.startswith(generated_text):
-            glue = turn_text[len(generated_text):]
-        elif turn_text.startswith(assistant_text):  # cut at a stop string: close the turn ourselves
-            glue = turn_text[len(assistant_text):]
-    return list(tokenizer(glue + full[len(closed):], add_special_tokens=False).input_ids)
-
-
 class _Envs:
     """Gives each trajectory an env.
 
@@ -99,7 +72,7 @@ class _Envs:
     - a single-turn instance: ``workers`` copies, each used by one thread at a time for a
       ``reset`` + ``step`` pair, so verifiers run in parallel.
 
-    Copies of :class:`rlenv.SingleTurnEnv` / ``MultiTurnEnv`` are shallow (they share the task source
+    Copies of :class:`rlenv.MultiTurnEnv` (and so ``SingleTurnEnv``) are shallow (they share the task source
     and rubric; their ``reset`` rebinds all per-episode state); other envs are deep-copied.
     """
 
@@ -184,9 +157,9 @@ class _Envs:
 
 
 def _clone(env: Env) -> Env:
-    from .env import SingleTurnEnv
+    from .env import MultiTurnEnv
 
-    return copy.copy(env) if isinstance(env, SingleTurnEnv) else copy.deepcopy(env)
+    return copy.copy(env) if isinstance(env, MultiTurnEnv) else copy.deepcopy(env)
 
 
 def _draw_tasks(env: Env, n: int, seed: Optional[int]) -> list:
@@ -402,9 +375,8 @@ def _to_batch(trajs: list, tasks: list, tokenizer: Any, pad_id: int) -> RolloutB
         assert trained == t.generated, f"row {b}: trained ids differ from the sampled ids (re-tokenisation drift)"
     names = sorted({k for t in trajs for k in t.scores})
     components = {k: torch.tensor([float(t.scores.get(k, 0.0)) for t in trajs]) for k in names}
-    correct = None
-    if all(t.correct is not None for t in trajs):
-        correct = torch.tensor([bool(t.correct) for t in trajs])
+    # "correct" is decided here, once: the env's verdict, else the pass test on the reward
+    correct = torch.tensor([bool(t.correct) if t.correct is not None else bool(passes(t.reward)) for t in trajs])
     multi = any(t.turns > 1 for t in trajs)
     # multi-turn rows log the whole exchange after the prompt (env turns included)
     texts = [tokenizer.decode(t.ids[t.prompt_len:], skip_special_tokens=False) if multi

@@ -11,8 +11,7 @@ def rollout_metrics(batch: Any, trajectories: list, stats: dict, wall_time: floa
     """Metrics of one rollout.
 
     Keys: ``gen_tokens_per_s`` (generated tokens over time inside the engine), ``reward_mean``,
-    ``reward_std``, ``pass_rate`` (share of rows judged correct; falls back to reward ≥ 1 when the
-    env reports no ``correct``), ``verifier/<name>`` (mean of each component), ``completion_len_mean``
+    ``reward_std``, ``pass_rate`` (share of rows the rollout judged correct, ``batch.correct``), ``verifier/<name>`` (mean of each component), ``completion_len_mean``
     / ``_std`` / ``_min`` / ``_max``, ``truncation_rate``, ``zero_variance_group_frac`` (groups
     whose rewards are all equal — no GRPO signal), ``failed_verifier_count`` and, per failing
     component and kind, ``verifier_failures/<name>/<kind>`` (``timeout``, ``exception``, … ;
@@ -22,7 +21,7 @@ def rollout_metrics(batch: Any, trajectories: list, stats: dict, wall_time: floa
     """
     rewards = batch.rewards.float()
     lengths = batch.completion_lengths.float()
-    correct = batch.correct if batch.correct is not None else rewards >= 1.0
+    correct = batch.correct
     groups = batch.group_ids
     zero_var = []
     for g in groups.unique():

@@ -17,6 +17,7 @@ from typing import Any, Optional
 import rlenv
 from rlenv.env import MultiTurnEnv
 from tasks.code import SYSTEM_PROMPT, code_source, has_code_block
+from verifiers.base import passes
 from verifiers.code import CodeVerifier
 from verifiers.rubric import Component, Rubric
 
@@ -31,7 +32,7 @@ class CodeFeedbackEnv(MultiTurnEnv):
 
     def env_response(self, messages: list, task: rlenv.Task) -> tuple[str, bool]:
         result = self.verifier.score(messages[-1]["content"], task)
-        if result.reward >= 1.0:
+        if passes(result.reward):
             return "", True
         feedback = result.details.get("feedback") or result.details.get("error") or "The tests failed."
         return f"{feedback}\nFix the code and reply with the whole corrected ```python code block.", False

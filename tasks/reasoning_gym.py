@@ -56,7 +56,7 @@ from rlenv.core import Task
 from rlenv.env import SingleTurnEnv
 from rlenv.registry import registry as _registry
 from rlenv.sources import TaskSource
-from verifiers.base import CORRECT, INCORRECT, PARTIAL, VerifyResult, completion_text
+from verifiers.base import CORRECT, INCORRECT, PARTIAL, VerifyResult, completion_text, passes
 from verifiers.rubric import Component, Rubric
 
 from ._rg_config import coerce
@@ -300,8 +300,8 @@ class ScoreAnswer:
             return self._scorer_error(answer, entry, e)
         if not math.isfinite(value):
             return VerifyResult(0.0, INCORRECT, {"parsed": answer, "rejected": f"the scorer returned {value}"})
-        reward = min(max(value, 0.0), 1.0) if self.partial_credit else float(value >= 1.0)
-        verdict = CORRECT if reward >= 1.0 else INCORRECT if reward <= 0.0 else PARTIAL
+        reward = min(max(value, 0.0), 1.0) if self.partial_credit else float(passes(value))
+        verdict = CORRECT if passes(reward) else INCORRECT if reward <= 0.0 else PARTIAL
         return VerifyResult(reward, verdict, {"parsed": answer, "rg_score": value})
 
 

@@ -12,7 +12,7 @@ import pytest
 import verifiers
 from rlenv.core import Task
 from verifiers import Component, Rubric
-from verifiers.isolation import FAILURES, Call, FailureCounter, ProcessRunner, ThreadRunner, call_verifier
+from verifiers.isolation import FAILURES, Call, FailureCounter, ThreadRunner, WorkerPool, call_verifier
 
 
 def exact(completion, task):
@@ -145,7 +145,7 @@ def test_batch_deadline_fails_unstarted_calls():
 
 
 def test_process_isolation_kills_a_spinning_verifier_and_recovers():
-    runner = ProcessRunner(workers=1)
+    runner = WorkerPool(workers=1)
     try:
         assert runner.call(exact, ("3", Task("q", "3")), 60) == 1.0  # worker start can be slow
         t0 = time.monotonic()

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import verifiers
 from rlenv import Task
 from verifiers.math import MathVerifier, extract_answer, is_equivalent, is_equivalent_batch, normalize
-from verifiers.math.pool import WorkerPool
+from verifiers.workers import WorkerPool
 
 CASES_PATH = os.path.join(os.path.dirname(__file__), "data", "math_cases.jsonl")
 CATEGORIES = {"numbers", "fractions", "latex_notation", "units_percent", "symbolic", "equations", "inequalities",
@@ -200,20 +200,20 @@ def test_works_in_a_fresh_process_without_main_guard():
 
 
 def test_pool_kills_and_respawns_a_stuck_worker():
-    pool = WorkerPool("time:sleep", n=1)
+    pool = WorkerPool("time:sleep", workers=1)
     try:
         t = time.monotonic()
         res = pool.map([(30,), (0,)], timeout=0.5, on_timeout="timeout")
         assert res == ["timeout", None]
         assert time.monotonic() - t < HANG_LIMIT_S
-        assert pool.timeouts == 1 and pool.respawns == 1
+        assert pool.timeouts == 1 and pool.killed == 1
         assert pool.map([(0,)], timeout=5) == [None]  # the replacement worker serves
     finally:
         pool.close()
 
 
 def test_worker_exception_is_a_false_not_a_crash():
-    pool = WorkerPool("math:sqrt", n=1)
+    pool = WorkerPool("math:sqrt", workers=1)
     try:
         assert pool.map([(-1,), (4,)], timeout=5, on_timeout=False) == [False, 2.0]
     finally:
@@ -249,7 +249,7 @@ def _score_in_daemon(q):
 
 
 def test_works_inside_a_daemonic_worker_process():
-    """verifiers.workers.ProcessRunner runs heavy verifiers in daemon processes, which may not fork."""
+    """verifiers.workers.WorkerPool runs heavy verifiers in daemon processes, which may not fork."""
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")

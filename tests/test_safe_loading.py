@@ -123,16 +123,17 @@ def test_no_remote_code_from_model_repos():
 # -- plugin code ------------------------------------------------------------------------------------
 #: every dynamic import in the package, and why its target is not attacker-chosen
 REVIEWED_DYNAMIC_IMPORTS = {
+    "rlenv/__init__.py": "lazy attributes of the rlenv package itself (the fixed _EXPORTS table) and the fixed "
+                         "target of the deprecated rlenv.spec module alias (rlenv.runspec)",
     "rlenv/cli.py": "lazy import of fixed rlenv/trainers modules",
     "rlenv/engines/__init__.py": "engine modules from the fixed ENGINES table",
-    "rlenv/__init__.py": "the fixed target of the deprecated rlenv.spec module alias (rlenv.runspec)",
-    "rlenv/runspec.py": "modules the spec names under `plugins:` (an explicit import, as a line of Python); "
+        "rlenv/runspec.py": "modules the spec names under `plugins:` (an explicit import, as a line of Python); "
                         "'module:attr' of the moved names table",
     "trainers/stages.py": "'module:Class' targets written in register_stage(...) calls",
-    "rlenv/registry.py": "'module:attr' entry points written in register(...) calls; the built-in tasks",
+    "rlenv/registry.py": "'module:attr' entry points written in register(...) calls",
     "verifiers/__init__.py": "lazy attributes of the verifiers package itself",
-    "verifiers/registry.py": "'module:attr' targets written in register(...) calls; the built-in modules",
-    "verifiers/math/pool.py": "the fixed comparison function of the math worker pool",
+    "verifiers/registry.py": "'module:attr' targets written in register(...) calls",
+    "verifiers/workers.py": "'module:function' paths the pool's own callers name (the math comparison)",
     "trainers/__init__.py": "lazy attributes of the trainers package itself",
 }
 

@@ -191,7 +191,7 @@ class BaseTrainer:
     def evaluate(self) -> dict:
         if self.env is None or self.config.eval_num_tasks == 0:
             return {}
-        from .evaluation import evaluate_pass_rate
+        from rlenv.evaluation import evaluate_pass_rate
 
         c = self.config
         return evaluate_pass_rate(self.unwrapped_model, self.tokenizer, self.env, num_tasks=c.eval_num_tasks,

@@ -15,32 +15,14 @@ local ones go to the run's folder: ``<output_dir>/tensorboard/<project>/``, ``<o
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Optional
 
+from rlenv.jsonl import append_jsonl, jsonable as _jsonable
+
 #: preferred keys for the curve plot, in order (the first few present are drawn)
 PLOT_KEYS = ("reward", "pass_rate", "eval/pass_rate", "loss", "accuracy", "eval/accuracy", "kl")
-
-
-def _jsonable(v):
-    if hasattr(v, "item"):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else (1e308 if v > 0 else -1e308)
-    return v
-
-
-def append_jsonl(path: str | os.PathLike, records: list) -> None:
-    """Append records as jsonl in one write, flushed and fsynced (never a torn line)."""
-    if not records:
-        return
-    text = "".join(json.dumps({k: _jsonable(v) for k, v in r.items()}) + "\n" for r in records)
-    with open(path, "a") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:

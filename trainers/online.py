@@ -238,6 +238,7 @@ class OnlineTrainer(BaseTrainer):
         self._engine = engine
         self.timing: dict = {}
         self.curriculum = curriculum
+        self._rubric_extras: Optional[tuple] = None
         self._verifiers_replaced = bool(verifiers)
         if env is None and curriculum is not None:
             env = curriculum.make_env()
@@ -264,6 +265,7 @@ class OnlineTrainer(BaseTrainer):
 
         c = self.config
         seed = self._seed(round_)
+        self._extend_rubric()  # the env may have been rebuilt (curriculum, resume) since the last rollout
         self.engine.sync_weights(self.unwrapped_model, adapter_only=c.lora is not None)
         params = c.sampling_params(seed=seed)
         # one engine call for the whole step: decoding is bound by reading the weights once per
@@ -288,12 +290,37 @@ class OnlineTrainer(BaseTrainer):
     def _observe_curriculum(self, batch: Any) -> None:
         """Feed the rollout's pass rate to the curriculum; rebuild the env when the level rises
         (from the next step on: this step's rollout is already drawn)."""
-        correct = batch.correct if batch.correct is not None else batch.rewards > 0
-        if self.curriculum.observe(float(correct.float().mean())):
+        if self.curriculum.observe(float(batch.correct.float().mean())):
             rubric = getattr(self.env.unwrapped, "rubric", None)
             self.env = self.curriculum.make_env()
             if rubric is not None and self._verifiers_replaced:  # keep verifiers= passed to the trainer
                 self.env.unwrapped.rubric = rubric
+
+    def add_to_rubric(self, components: Sequence[Any], *, others_weight: Optional[float] = None) -> None:
+        """Score with ``components`` too (a reward model, say) through the env's rubric, so every
+        rollout and evaluation — and an env the curriculum rebuilds — scores with them, under the
+        rubric's time limits and failure masking. ``others_weight=0.0`` turns the env's own verifiers
+        into logged metrics (they still decide ``correct``, so the pass rate still measures the task)."""
+        self._rubric_extras = (list(components), others_weight)
+        self._extend_rubric()
+
+    def evaluate(self) -> dict:
+        self._extend_rubric()
+        return super().evaluate()
+
+    def _extend_rubric(self) -> None:
+        """Put :meth:`add_to_rubric`'s components into the current env's rubric, if not there yet."""
+        if not self._rubric_extras:
+            return
+        components, others_weight = self._rubric_extras
+        target = self.env.unwrapped
+        rubric = getattr(target, "rubric", None)
+        names = [c.name for c in components]
+        if rubric is None:
+            raise ValueError(f"{self.env!r} has no rubric to add {names} to; use an env built on a Rubric "
+                             f"(rlenv.SingleTurnEnv / MultiTurnEnv)")
+        if not set(names) <= set(rubric.names):  # an env rebuilt with the old rubric may have them
+            target.rubric = rubric.extended(components, others_weight=others_weight)
 
     @torch.no_grad()
     def score_logprobs(self, model: Any, batch: Any, chunks: list) -> torch.Tensor:

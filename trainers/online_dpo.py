@@ -2,7 +2,8 @@
 on-policy preference pairs ranked by verifiers or a reward model.
 
 One step: sample ``group_size`` (≥ 2) completions of each of ``num_prompts_per_step`` prompts from
-the current policy, score them (the env's verifiers, or ``reward_model`` when ``rank_by`` says so),
+the current policy, score them with the env's rubric (with ``rank_by="reward_model"`` the rubric's
+reward is the ``reward_model``'s score and the env's verifiers stay on as logged metrics),
 pair the best with the worst of each group (groups whose best and worst tie are skipped: no
 preference), and take one DPO update on those pairs against the reference model — the same
 :func:`trainers.losses_pref.dpo_loss` offline DPO uses.
@@ -51,14 +52,15 @@ class OnlineDPOTrainer(OnlineTrainer):
         return True
 
     def setup(self) -> None:
-        self.reward_model = None
         if self.config.rank_by == "reward_model":
             from verifiers.reward_model import RewardModelVerifier
+            from verifiers.rubric import Component
 
             if not self.config.reward_model:
                 raise ValueError("OnlineDPOConfig.reward_model must be a path when rank_by='reward_model' (in a "
                                  "spec, or an rm stage before this one), got None")
-            self.reward_model = RewardModelVerifier(self.config.reward_model)
+            self.add_to_rubric([Component(RewardModelVerifier(self.config.reward_model), 1.0, name="reward_model")],
+                               others_weight=0.0)
 
     def make_step_data(self) -> StepData:
         c = self.config
@@ -66,8 +68,6 @@ class OnlineDPOTrainer(OnlineTrainer):
         metrics = dict(batch.metrics)
         t0 = time.perf_counter()
         scores, valid = shape_rewards(batch, max_new_tokens=c.max_new_tokens)
-        if self.reward_model is not None:
-            scores = torch.tensor(self.reward_model.score_pairs([t.prompt for t in batch.tasks], batch.texts))
         chosen, rejected = best_worst_pairs(scores, batch.group_ids, valid)
         n_groups = int(batch.group_ids.unique().numel())
         gas = c.gradient_accumulation_steps

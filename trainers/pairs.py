@@ -14,12 +14,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 
-def _is_correct(batch: Any, i: int) -> bool:
-    if batch.correct is not None:
-        return bool(batch.correct[i])
-    return float(batch.rewards[i]) > 0
-
-
 def verifier_pairs(model: Any, env: Any, *, tokenizer: Any = None, num_prompts: int = 256,
                    samples_per_prompt: int = 8, pairs_per_prompt: int = 1, max_new_tokens: int = 64,
                    temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 256,
@@ -65,8 +59,8 @@ def verifier_pairs(model: Any, env: Any, *, tokenizer: Any = None, num_prompts: 
     pairs = []
     for g, rows in sorted(groups.items()):
         task = batch.tasks[rows[0]]
-        good = _unique([batch.texts[i] for i in rows if _is_correct(batch, i) and not bool(batch.failed[i])])
-        bad = _unique([batch.texts[i] for i in rows if not _is_correct(batch, i) and not bool(batch.failed[i])])
+        good = _unique([batch.texts[i] for i in rows if bool(batch.correct[i]) and not bool(batch.failed[i])])
+        bad = _unique([batch.texts[i] for i in rows if not bool(batch.correct[i]) and not bool(batch.failed[i])])
         if not good and fallback_to_target and getattr(task, "info", {}).get("target") is not None:
             good = [str(task.info["target"])]
         if not good or not bad:

@@ -4,8 +4,9 @@ The policy carries a **value head** (one linear layer on the last hidden state, 
 shared trunk, scaled by ``vf_coef``). One step:
 
 1. sample ``group_size`` completions of ``num_prompts_per_step`` prompts and score them with the
-   env's verifiers — plus, when ``reward_model`` is set, a learned reward model
-   (:class:`verifiers.reward_model.RewardModelVerifier`) times ``reward_model_weight``;
+   env's rubric — which, when ``reward_model`` is set, also holds a learned reward model
+   (:class:`verifiers.reward_model.RewardModelVerifier`, component ``reward_model``) weighted by
+   ``reward_model_weight``;
 2. one no-grad pass for π_old and V_old, one for π_ref;
 3. per-token rewards ``-β·KL_t`` plus the score on the last token (β fixed, or adaptive: Ziegler's
    controller), GAE (γ, λ) → advantages (whitened) and returns;
@@ -75,11 +76,12 @@ class PPOTrainer(OnlineTrainer):
         self.add_module("value_head", ValueHead(hidden), learning_rate=c.value_learning_rate)
         self.kl_ctl = (AdaptiveKLController(c.kl_coef, c.kl_target, c.kl_horizon) if c.adaptive_kl
                        else FixedKLController(c.kl_coef))
-        self.reward_model = None
         if c.reward_model:
             from verifiers.reward_model import RewardModelVerifier
+            from verifiers.rubric import Component
 
-            self.reward_model = RewardModelVerifier(c.reward_model)
+            self.add_to_rubric([Component(RewardModelVerifier(c.reward_model), c.reward_model_weight,
+                                          name="reward_model")])
 
     def _mini_batches(self) -> int:
         c = self.config
@@ -110,10 +112,8 @@ class PPOTrainer(OnlineTrainer):
         metrics = dict(batch.metrics)
         t0 = time.perf_counter()
         scores, valid = shape_rewards(batch, max_new_tokens=c.max_new_tokens)
-        if self.reward_model is not None:
-            rm = torch.tensor(self.reward_model.score_pairs([t.prompt for t in batch.tasks], batch.texts))
-            scores = scores + c.reward_model_weight * rm
-            metrics["reward_model_score"] = float(rm.mean())
+        if "reward_model" in batch.reward_components:
+            metrics["reward_model_score"] = float(batch.reward_components["reward_model"].mean())
         mask = batch.loss_mask * valid[:, None].float()
         lengths = batch.attention_mask.sum(-1)
         gas = c.gradient_accumulation_steps

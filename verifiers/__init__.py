@@ -43,7 +43,8 @@ __all__ = [
 
 # heavy or optional parts load on first access, so one failing import never breaks the package
 _LAZY = {"RewardModelVerifier": ("verifiers.reward_model", "RewardModelVerifier")}
-_SUBMODULES = ("math", "code", "format", "reward_model", "isolation", "registry", "rubric", "trl_compat")
+_SUBMODULES = ("math", "code", "format", "reward_model", "isolation", "registry", "rubric", "trl_compat",
+               "trl_in", "workers")
 
 
 def __getattr__(name: str):

@@ -21,6 +21,18 @@ PARTIAL = "partial"
 FAILED = "failed"  # infrastructure: exception, timeout — not a judgement of the answer
 NOT_APPLICABLE = "n/a"  # the verifier does not apply to this sample (masked, as TRL's None)
 
+#: full credit: a score at or above it is a pass (see :func:`passes`)
+PASS_REWARD = 1.0
+
+
+def passes(reward: Any) -> Any:
+    """The pass test, defined here once: a score is a pass when it reaches full credit
+    (``reward >= PASS_REWARD``). It turns a verifier's number into the ``correct`` verdict, the
+    rubric's main component into ``ScoreResult.correct``, and — for an env that reports no
+    ``correct`` — a rollout's reward into ``RolloutBatch.correct``, which every pass rate (eval,
+    curriculum, metrics) reads. Works on a float or elementwise on a tensor of rewards."""
+    return reward >= PASS_REWARD
+
 
 @dataclasses.dataclass
 class VerifyResult:
@@ -60,7 +72,7 @@ class VerifyResult:
             return cls(0.0, FAILED, {"error": f"verifier returned {type(value).__name__}, expected a number"})
         if r != r:  # NaN
             return cls(0.0, FAILED, {"error": "verifier returned NaN"})
-        verdict = CORRECT if r >= 1.0 else INCORRECT if r <= 0.0 else PARTIAL
+        verdict = CORRECT if passes(r) else INCORRECT if r <= 0.0 else PARTIAL
         return cls(r, verdict)
 
     @classmethod

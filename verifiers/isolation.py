@@ -7,7 +7,7 @@ Two runners, one contract:
   The caller waits with a deadline; a call that overruns is *abandoned* — marked failed, its thread
   written off and replaced — so one ``time.sleep(1e9)`` never blocks a batch, and works from any
   thread (``signal.alarm`` only works in the main thread, math-verify's known failure).
-* :class:`~verifiers.workers.ProcessRunner` (for verifiers that declare ``heavy = True`` or a component with
+* :class:`~verifiers.workers.WorkerPool` (for verifiers that declare ``heavy = True`` or a component with
   ``isolation="process"``): persistent worker processes; a call that overruns gets its worker
   killed (SIGKILL) and replaced, which also stops CPU-bound loops that a thread could never stop.
 
@@ -28,10 +28,10 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from .base import VerifyResult
-from .workers import ProcessRunner, VerifierTimeout, pickled
+from .workers import VerifierTimeout, WorkerPool, pickled
 
 __all__ = ["DEFAULT_TIMEOUT", "DEFAULT_BATCH_CALL_TIMEOUT", "FailureCounter", "FAILURES", "Call", "ThreadRunner",
-           "ProcessRunner",
+           "WorkerPool",
            "VerifierTimeout", "call_verifier", "run_calls", "failure_result", "thread_runner",
            "process_runner", "in_process", "outcome"]
 
@@ -324,16 +324,16 @@ def thread_runner() -> ThreadRunner:
         return _runners["thread"]
 
 
-def process_runner() -> ProcessRunner:
-    """The process-wide :class:`ProcessRunner` (created on first use)."""
+def process_runner() -> WorkerPool:
+    """The process-wide :class:`~verifiers.workers.WorkerPool` of heavy verifiers (created on first use)."""
     with _runners_lock:
         if "process" not in _runners:
-            _runners["process"] = ProcessRunner(int(os.environ.get("RLENV_VERIFIER_PROCESSES", 0)) or None)
+            _runners["process"] = WorkerPool(workers=int(os.environ.get("RLENV_VERIFIER_PROCESSES", 0)) or None)
         return _runners["process"]
 
 
 def in_process(fn: Callable, timeout: Optional[float]) -> Callable:
-    """``fn`` wrapped to run in the shared :class:`ProcessRunner` under ``timeout`` seconds. A
+    """``fn`` wrapped to run in the shared worker pool under ``timeout`` seconds. A
     :class:`Call` of the wrapper needs no thread-level limit of its own (pass ``timeout=None``):
     the process runner enforces the limit and kills the worker."""
 

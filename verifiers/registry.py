@@ -1,10 +1,10 @@
 """The verifier registry: ``@verifiers.register("name")`` on a function or a class, then
 ``verifiers.get("name", **kwargs)`` anywhere (env kwargs, YAML specs, the CLI).
 
-Built-in verifiers (``format``, ``math``, ``code``, ``reward_model``) and third-party plugins
-(entry-point group ``rlenv.verifiers``) are loaded the first time the registry is read, so
-``import verifiers`` stays cheap. A built-in or plugin that fails to import is reported once with
-its name; the others still load.
+Verifier plugins (entry-point group ``rlenv.verifiers``) are loaded the first time the registry is
+read, so ``import verifiers`` stays cheap. The built-ins (``format``, ``math``, ``code``,
+``reward_model``) are plugins like any other, declared in rlenv's ``pyproject.toml``. A plugin that
+fails to import is reported once with its name; the others still load.
 
 >>> import verifiers
 >>> @verifiers.register("shouts")                             # doctest: +SKIP
@@ -21,17 +21,13 @@ import difflib
 import functools
 import importlib
 import inspect
-import logging
 import threading
 from typing import Any, Callable, Optional, Union
 
+from rlenv.plugins import VERIFIER_GROUP, load_plugins, print_registry_table
+
 __all__ = ["VerifierSpec", "VerifierNotFoundError", "register", "unregister", "get", "spec",
            "list_verifiers", "pprint_registry", "registry"]
-
-log = logging.getLogger("verifiers")
-
-#: modules of this package that register built-in verifiers when imported
-BUILTIN_MODULES = ("verifiers.format", "verifiers.math", "verifiers.code", "verifiers.reward_model")
 
 
 class VerifierNotFoundError(LookupError):
@@ -89,22 +85,14 @@ _lock = threading.RLock()
 
 
 def _ensure_loaded() -> None:
-    """Import the built-in verifier modules and load ``rlenv.verifiers`` plugins, once."""
+    """Load the ``rlenv.verifiers`` plugins (the built-ins among them), once."""
     global _loaded
     if _loaded:
         return
     with _lock:
         if _loaded:
             return
-        _loaded = True  # first: the modules we import call register(), which must not recurse
-        for mod in BUILTIN_MODULES:
-            try:
-                importlib.import_module(mod)
-            except Exception as e:  # one broken built-in must not hide the others
-                log.warning("built-in verifier module %s failed to import (%s: %s); its verifiers are "
-                            "unavailable, the others still work", mod, type(e).__name__, e)
-        from rlenv.plugins import VERIFIER_GROUP, load_plugins
-
+        _loaded = True  # first: the modules we load call register(), which must not recurse
         load_plugins(VERIFIER_GROUP)
 
 
@@ -182,6 +170,4 @@ def list_verifiers() -> list[str]:
 
 def pprint_registry(file=None) -> str:
     """Print (and return) a table of registered verifiers with their description and origin."""
-    from rlenv.plugins import print_registry_table  # lazily, as in _ensure_loaded (rlenv imports verifiers)
-
     return print_registry_table(registry, list_verifiers(), "(no verifiers registered)", file)

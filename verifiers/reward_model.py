@@ -18,6 +18,8 @@ import math
 import threading
 from typing import Any, Optional, Sequence, Union
 
+from rlenv.chat import render_conversation
+
 from .base import PARTIAL, VerifyResult, completion_text
 from .registry import register
 
@@ -108,13 +110,7 @@ class RewardModelVerifier:
     # -- text ----------------------------------------------------------------------------------
     def render(self, prompt: Any, completion: str) -> str:
         """The text scored for one (prompt, completion): chat-templated or concatenated."""
-        if self.use_chat_template:
-            msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
-            return self.tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": completion}],
-                                                      tokenize=False)
-        if not isinstance(prompt, str):
-            prompt = "\n".join(str(m.get("content", "")) for m in prompt)
-        return prompt + completion
+        return render_conversation(self.tokenizer, prompt, completion, self.use_chat_template)
 
     # -- scoring -------------------------------------------------------------------------------
     def score_texts(self, texts: Sequence[str]) -> list[float]:

@@ -24,9 +24,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional, Sequence
 
-from .base import FAILED, NOT_APPLICABLE, ScoreResult, VerifyResult, completion_text, verifier_name
+from .base import FAILED, NOT_APPLICABLE, ScoreResult, VerifyResult, completion_text, passes, verifier_name
 from .isolation import (DEFAULT_BATCH_CALL_TIMEOUT, DEFAULT_TIMEOUT, Call, FailureCounter, failure_result,
                         in_process, outcome, pickled, run_calls)
+from .trl_in import from_trl, is_trl_reward_function
 
 __all__ = ["Component", "Rubric", "score_metrics"]
 
@@ -67,11 +68,8 @@ class Component:
 
             self.name = self.name or self.verifier
             self.verifier = get(self.verifier)
-        else:
-            from .trl_compat import from_trl, is_trl_reward_function
-
-            if is_trl_reward_function(self.verifier):
-                self.verifier = from_trl(self.verifier)
+        elif is_trl_reward_function(self.verifier):
+            self.verifier = from_trl(self.verifier)
         if self.name is None:
             self.name = verifier_name(self.verifier)
         if self.isolation not in _ISOLATION:
@@ -131,10 +129,13 @@ class Rubric:
             their own per-item limits inside it).
         batch_timeout: optional limit in seconds for a whole :meth:`score_batch`; calls still
             pending then are marked failed.
+        correct: the name of the component whose score decides ``ScoreResult.correct`` (through
+            :func:`verifiers.base.passes`); default: the first rewarded component.
     """
 
     def __init__(self, components: Sequence[Any], *, timeout: float = DEFAULT_TIMEOUT,
-                 batch_call_timeout: float = DEFAULT_BATCH_CALL_TIMEOUT, batch_timeout: Optional[float] = None):
+                 batch_call_timeout: float = DEFAULT_BATCH_CALL_TIMEOUT, batch_timeout: Optional[float] = None,
+                 correct: Optional[str] = None):
         comps = []
         for c in components:
             if isinstance(c, Component):
@@ -153,9 +154,11 @@ class Rubric:
                                  f"known: {names}")
             if c.gate == c.name:
                 raise ValueError(f"Rubric component {c.name!r} cannot gate itself")
+        if correct is not None and correct not in names:
+            raise ValueError(f"Rubric(correct={correct!r}) names no component; known: {names}")
         self.components = comps
-        # the component whose verdict says "correct": the first rewarded one
-        self._main = next((c.name for c in comps if c.weight != 0), comps[0].name if comps else None)
+        # the component whose verdict says "correct": the named one, else the first rewarded one
+        self._main = correct or next((c.name for c in comps if c.weight != 0), comps[0].name if comps else None)
         self.timeout = timeout
         self.batch_call_timeout = batch_call_timeout
         self.batch_timeout = batch_timeout
@@ -166,6 +169,22 @@ class Rubric:
     def names(self) -> list[str]:
         """Component names, in order."""
         return [c.name for c in self.components]
+
+    @property
+    def correct_component(self) -> Optional[str]:
+        """The name of the component whose score decides ``ScoreResult.correct``."""
+        return self._main
+
+    def extended(self, components: Sequence[Any], *, others_weight: Optional[float] = None) -> "Rubric":
+        """A new rubric: this one's components plus ``components`` (e.g. a reward model that a
+        trainer adds), with the same limits. ``others_weight=0.0`` turns this rubric's own components
+        into logged metrics, so the added ones alone make the reward. Either way ``correct`` stays
+        with this rubric's deciding component, so the pass rate still measures the task."""
+        own = list(self.components)
+        if others_weight is not None:
+            own = [dataclasses.replace(c, weight=float(others_weight)) for c in own]
+        return Rubric(own + list(components), timeout=self.timeout, batch_call_timeout=self.batch_call_timeout,
+                      batch_timeout=self.batch_timeout, correct=self._main)
 
     def preflight(self) -> None:
         """Before a run's first step, let each verifier that has a ``preflight()`` check it can work
@@ -295,7 +314,7 @@ class Rubric:
         correct = None
         m = results.get(self._main) if self._main is not None else None
         if m is not None and m.verdict not in (FAILED, NOT_APPLICABLE):
-            correct = m.reward >= 1.0
+            correct = bool(passes(m.reward))
         return ScoreResult(float(total), comps, failed, verdicts, details, correct)
 
     def __repr__(self) -> str:

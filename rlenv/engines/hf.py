@@ -32,6 +32,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from ..chat import encode_prompt  # noqa: F401  (re-exported: engines import it from here)
 from . import prefix_attention
 from .base import Completion, Engine, SamplingParams
 from .sampling import sample_from_logits
@@ -45,27 +46,6 @@ STRICT_ENV = "RLENV_STRICT_CUDA_GRAPH"
 
 class CudaGraphCaptureError(RuntimeError):
     """The decode step could not be captured in a CUDA graph and the engine was told to be strict."""
-
-
-def encode_prompt(tokenizer: Any, prompt: Any) -> list:
-    """Token ids of one prompt: ids pass through; chat messages get the chat template with a
-    generation prompt; a plain string is tokenised as is."""
-    if isinstance(prompt, torch.Tensor):
-        prompt = prompt.tolist()
-    if isinstance(prompt, str):
-        return list(tokenizer(prompt).input_ids)
-    if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(m, dict) for m in prompt):
-        if not getattr(tokenizer, "chat_template", None):
-            name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-            raise ValueError(f"tokenizer {name!r} has no chat template, but the prompt is a list of chat messages; "
-                             f"use a chat model's tokenizer, set tokenizer.chat_template, or give the env "
-                             f"plain-string prompts")
-        text = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False)
-        return list(tokenizer(text, add_special_tokens=False).input_ids)
-    if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(t, int) for t in prompt):
-        return list(prompt)
-    raise TypeError(f"a prompt must be a non-empty list of token ids, a list of chat messages or a string; "
-                    f"got {type(prompt).__name__} {str(prompt)[:60]!r}")
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list:

@@ -12,7 +12,7 @@ True
 
 :func:`is_equivalent` answers trivially decidable pairs (same text after normalisation, two plain
 numbers) in-process; everything else is parsed and compared in a persistent worker process under
-a hard wall-clock limit (see :mod:`verifiers.math.pool`), so it works from any thread and any
+a hard wall-clock limit (see :mod:`verifiers.workers`), so it works from any thread and any
 process and a hostile answer (``9**9**9**9``) costs at most ``timeout`` seconds and a ``False``.
 """
 
@@ -29,7 +29,7 @@ from ..base import CORRECT, INCORRECT, NOT_APPLICABLE, VerifyResult, completion_
 from .extract import extract_answer, extract_choice, is_choice
 from .normalize import normalize
 from .numbers import DEFAULT_PRECISION, check_precision, fractions_agree
-from .pool import WorkerPool
+from ..workers import WorkerPool
 from .structure import MAX_ANSWER_CHARS
 
 __all__ = ["is_equivalent", "is_equivalent_batch", "extract_answer", "normalize", "MathVerifier",
@@ -148,7 +148,7 @@ def is_equivalent_batch(pairs: Iterable[Sequence[str]], timeout: float = DEFAULT
 
 def _run_jobs(jobs: list, timeout: float, workers: Optional[int]) -> list:
     """Compare in the worker pool; inside a daemonic process (which may not have children, e.g. a
-    ``verifiers.workers.ProcessRunner`` worker — itself killed on overrun) compare in-process."""
+    ``verifiers.workers.WorkerPool`` worker — itself killed on overrun) compare in-process."""
     if mp.current_process().daemon:
         from .compare import judge
 

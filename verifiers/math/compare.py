@@ -8,7 +8,7 @@ intervals by endpoints and closedness, equations up to a non-zero factor, inequa
 positive factor; an inequality in one variable, an interval and a union of intervals compare as the
 sets of real numbers they describe. ``strict=False`` also accepts renamed variables.
 
-This module runs inside the worker processes of :mod:`verifiers.math.pool`; :func:`judge` is the
+This module runs inside the worker processes of :mod:`verifiers.workers`; :func:`judge` is the
 entry point. Nothing here is protected by a time limit of its own.
 """
 
