@@ -132,6 +132,7 @@ REVIEWED_DYNAMIC_IMPORTS = {
     "trainers/stages.py": "'module:Class' targets written in register_stage(...) calls",
     "rlenv/registry.py": "'module:attr' entry points written in register(...) calls",
     "verifiers/__init__.py": "lazy attributes of the verifiers package itself",
+    "tasks/_rg_guards.py": "reasoning-gym scorer modules from the fixed EVAL_SCORER_MODULES table (to patch their eval)",
     "verifiers/registry.py": "'module:attr' targets written in register(...) calls",
     "verifiers/workers.py": "'module:function' paths the pool's own callers name (the math comparison)",
     "trainers/__init__.py": "lazy attributes of the trainers package itself",

@@ -301,7 +301,7 @@ for path in glob.glob('/proc/*/cmdline') + glob.glob('/proc/*/environ') + glob.g
         continue
     if b'{token}' in data:
         found.append(path)
-print('FOUND' if found else 'NOT FOUND', found)
+print('FOUND' if found else 'NOT FOUND', found, flush=True)  # flushed: the sandbox may be ended right after the calls
 for fd in range(64):
     for i in range(3):
         try:
