@@ -211,3 +211,26 @@ def test_failure_counter_metrics_and_reset():
     assert c.metrics() == {"verifier_failures/m": 3, "verifier_failures/code": 1, "verifier_failures/total": 4}
     c.reset()
     assert c.total == 0
+
+
+def test_workers_never_rerun_an_unguarded_script(tmp_path):
+    """A user's script without an ``if __name__ == "__main__":`` guard runs once: the worker pool's
+    forkserver and workers do not import the main module (multiprocessing's default would re-run
+    it, and its nested math comparisons would fail to False). Something defined in the script
+    still reaches a worker, which then imports the script itself (the guard applies there)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "user_script.py"
+    script.write_text("import sys\nprint('top-level ran', file=sys.stderr)\n"
+                      "from verifiers.math import is_equivalent\n"
+                      "print(is_equivalent('[1,2)', '1\\\\le x<2'), is_equivalent('x+1/2', '0.5+x'))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"] and out.stderr.count("top-level ran") == 1, (out.stdout, out.stderr)
+
+    guarded = tmp_path / "guarded.py"
+    guarded.write_text("from verifiers.workers import WorkerPool\n\ndef double(x):\n    return 2 * x\n\n"
+                       "if __name__ == '__main__':\n    print(WorkerPool(workers=1).call(double, (21,), timeout=60))\n")
+    out = subprocess.run([sys.executable, str(guarded)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "42", (out.stdout, out.stderr)

@@ -15,9 +15,13 @@ Measured by ``benchmarks/worker_pool.py``: forking a parent that has used torch'
 leaves a child that runs torch hung for good, and fork's cost grows with the parent's memory (a
 trainer holds gigabytes), while a forkserver child starts from a small single-threaded server in
 about the same few milliseconds as a fork of a small process — because the pool's function module
-is preloaded into the server (:func:`preload`). Forkserver and spawn import the user's main module
-in the server (``if __name__ == "__main__":`` guards its script, as for any ``multiprocessing``
-code; functions defined in it can be sent to workers).
+is preloaded into the server (:func:`preload`).
+
+The user's main module is *not* imported into the server (multiprocessing's default would re-run an
+unguarded script's top-level code there: a script calling ``is_equivalent`` at top level printed
+everything twice, and its nested calls failed to False). Only a function or object defined in the
+main module itself is a reason to import it: the worker that receives one imports the script first,
+as ``multiprocessing`` would (then the script needs its ``if __name__ == "__main__":`` guard).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import itertools
 import multiprocessing as mp
 import os
 import pickle
+import sys
 import threading
 import time
 from multiprocessing.connection import wait
@@ -43,18 +48,54 @@ class VerifierTimeout(TimeoutError):
     """A call ran past its time limit (its worker was killed)."""
 
 
-_PRELOAD = ["__main__"]  # what the forkserver imports once, so every worker starts with it
+WORKER_NAME = "verifiers-worker"
+#: what the forkserver imports once, so every worker starts with it: this module (its hook below)
+#: and the pools' function modules, never ``__main__``
+_PRELOAD: list = [__name__]
+
+
+def _install_no_main_hook() -> None:
+    """Make multiprocessing's child set-up skip importing the user's main script in *our* workers
+    (named :data:`WORKER_NAME`; every other process keeps the standard behaviour). Imported into the
+    forkserver, the hook is inherited by each worker it forks; a worker that receives something
+    defined in the main script imports it itself (:func:`_load`)."""
+    from multiprocessing import spawn
+
+    if getattr(spawn.prepare, "_rlenv_no_main", False):
+        return
+    standard = spawn.prepare
+
+    def prepare(data):
+        if data.get("name") == WORKER_NAME:
+            data = {k: v for k, v in data.items() if k not in ("init_main_from_path", "init_main_from_name")}
+        return standard(data)
+
+    prepare._rlenv_no_main = True
+    spawn.prepare = prepare
+
+
+_install_no_main_hook()
 _preload_lock = threading.Lock()
 
 
-def preload(module: str) -> None:
+def preload(module: Optional[str]) -> None:
     """Have the forkserver import ``module`` once, so workers start with it already imported (a
-    respawn then costs a fork, not an import). Takes effect if the forkserver has not started yet."""
+    respawn then costs a fork, not an import). Takes effect if the forkserver has not started yet.
+    The list replaces multiprocessing's default ``["__main__"]`` (see the module docstring)."""
     with _preload_lock:
-        if module not in _PRELOAD:
+        if module and module not in _PRELOAD:
             _PRELOAD.append(module)
-            if "forkserver" in mp.get_all_start_methods():
-                mp.get_context("forkserver").set_forkserver_preload(list(_PRELOAD))
+        if "forkserver" in mp.get_all_start_methods():
+            mp.get_context("forkserver").set_forkserver_preload(list(_PRELOAD))
+
+
+def _main_path(fn: Any) -> Optional[str]:
+    """The main script's path when ``fn`` (a function, or an object of a class) is defined in it:
+    a worker must import that script before it can unpickle ``fn``."""
+    module = getattr(fn, "__module__", None) or getattr(type(fn), "__module__", None)
+    if module not in ("__main__", "__mp_main__"):
+        return None
+    return getattr(sys.modules.get("__main__"), "__file__", None)
 
 
 def pickled(fn: Callable) -> bytes:
@@ -70,6 +111,20 @@ def _resolve(path: str) -> Callable:
     """``"module:function"`` -> the function (imported in the worker)."""
     mod, _, attr = path.partition(":")
     return getattr(importlib.import_module(mod), attr)
+
+
+def _load(fn: Any) -> Callable:
+    """A payload -> the callable: a ``"module:function"`` path, pickled bytes, or ``(main script
+    path, pickled bytes)`` for something defined in the caller's main script."""
+    if isinstance(fn, str):
+        return _resolve(fn)
+    if isinstance(fn, tuple):
+        main_path, fn = fn
+        if getattr(sys.modules.get("__main__"), "__file__", None) != main_path:
+            from multiprocessing import spawn
+
+            spawn.import_main_path(main_path)  # as multiprocessing's spawn does (the script's guard applies)
+    return pickle.loads(fn)
 
 
 async def _as_coro(aw):
@@ -94,7 +149,7 @@ def _serve(conn, warm: Optional[str]) -> None:
             return
         try:
             if token not in cache:
-                cache[token] = _resolve(fn) if isinstance(fn, str) else pickle.loads(fn)
+                cache[token] = _load(fn)
             value = cache[token](*args)
             if inspect.isawaitable(value):
                 import asyncio
@@ -112,7 +167,7 @@ def _serve(conn, warm: Optional[str]) -> None:
 class _Worker:
     def __init__(self, ctx, warm: Optional[str], epoch: int):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, warm), name="verifiers-worker", daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child, warm), name=WORKER_NAME, daemon=True)
         self.proc.start()
         child.close()
         self.sent: set = set()  # tokens whose function this worker holds
@@ -123,9 +178,7 @@ class _Worker:
             ok = False
         if not ok:
             self.kill()
-            raise RuntimeError(f"a verifier worker process did not start (exit code {self.proc.exitcode}); if "
-                               f"this runs from a script, put the script's top-level code under "
-                               f"`if __name__ == '__main__':` (worker processes import the main module)")
+            raise RuntimeError(f"a verifier worker process did not start (exit code {self.proc.exitcode})")
 
     def send(self, token: Any, fn: Any, args: tuple) -> None:
         self.conn.send((token, None if token in self.sent else fn, args))
@@ -166,8 +219,8 @@ class WorkerPool:
         self.size = max(1, int(workers or os.cpu_count() or 1))
         method = start_method or ("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
         self._warm = func if isinstance(func, str) else None
-        if self._warm and method == "forkserver":
-            preload(self._warm.partition(":")[0])
+        if method == "forkserver":  # also replaces multiprocessing's default preload of __main__
+            preload(self._warm.partition(":")[0] if self._warm else None)
         self._ctx = mp.get_context(method)
         self._cond = threading.Condition()
         self._idle: list = []
@@ -188,6 +241,9 @@ class WorkerPool:
                 if len(self._tokens) >= 256:  # many throwaway verifiers: forget the old ones
                     self._tokens.clear()
                 payload = fn if isinstance(fn, str) else pickled(fn)
+                main_path = None if isinstance(fn, str) else _main_path(fn)
+                if main_path:
+                    payload = (main_path, payload)
                 # tokens are never reused (workers cache by them); a path is its own token
                 entry = (fn if isinstance(fn, str) else next(self._next_token), payload, fn)
                 self._tokens[key] = entry

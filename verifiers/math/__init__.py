@@ -18,6 +18,7 @@ process and a hostile answer (``9**9**9**9``) costs at most ``timeout`` seconds 
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import re
@@ -162,7 +163,9 @@ def _run_jobs(jobs: list, timeout: float, workers: Optional[int]) -> list:
     n = workers or min(4, os.cpu_count() or 1)
     try:
         return _pool(n).map(jobs, timeout=timeout, on_timeout=False)
-    except Exception:  # noqa: BLE001 - e.g. no processes left: a failed comparison is a False, not a crash
+    except Exception as e:  # noqa: BLE001 - e.g. no processes left: a failed comparison is a False, not a crash
+        logging.getLogger(__name__).warning("math verifier: the worker pool failed (%s: %s); %d comparison(s) "
+                                            "scored False", type(e).__name__, e, len(jobs))
         return [False] * len(jobs)
 
 
