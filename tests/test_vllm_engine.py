@@ -14,7 +14,7 @@ import torch
 
 from rlenv.engines.base import SamplingParams
 from rlenv.engines.sampling import sampling_logprobs
-from rlenv.engines.vllm_weights import hf_named_weights, merged_adapter, weight_buckets
+from rlenv.engines.vllm_weights import hf_named_weights, weight_buckets
 
 try:
     from rlenv.engines.vllm import is_available
@@ -82,12 +82,12 @@ def test_buckets_keep_blocks_whole_and_carry_the_tied_head(tiny_model_dir):
     model = _hf(tiny_model_dir)
     named = dict(hf_named_weights(model))
     assert "lm_head.weight" in named and named["lm_head.weight"] is not None  # tied, yet present
-    buckets = weight_buckets(hf_named_weights(model), bucket_bytes=1)  # smallest: one group per bucket
+    buckets = list(weight_buckets(hf_named_weights(model), bucket_bytes=1))  # smallest: one group per bucket
     blocks = [{".".join(n.split(".")[:3]) for n, _ in b if ".layers." in n} for b in buckets]
     assert sum(len(b) for b in buckets) == len(named)
     assert any({"model.embed_tokens.weight", "lm_head.weight"} <= {n for n, _ in b} for b in buckets)
     assert all(len(b) <= 1 for b in blocks) and sum(len(b) for b in blocks) == 3  # 3 blocks, never split
-    assert len(weight_buckets(hf_named_weights(model), bucket_bytes=2**40)) == 1
+    assert len(list(weight_buckets(hf_named_weights(model), bucket_bytes=2**40))) == 1
 
 
 def test_peft_weights_are_merged_under_hf_names(tiny_model_dir):
@@ -96,12 +96,17 @@ def test_peft_weights_are_merged_under_hf_names(tiny_model_dir):
     model = get_peft_model(_hf(tiny_model_dir), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
                                                            init_lora_weights=False))
     plain = dict(hf_named_weights(_hf(tiny_model_dir)))
-    with merged_adapter(model):
-        merged = {n: t.clone() for n, t in hf_named_weights(model)}
+    merged = {n: t.clone() for n, t in hf_named_weights(model)}
     assert set(merged) == set(plain)
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(merged[q], plain[q])  # the adapter is in the streamed weights
-    assert torch.allclose(dict(hf_named_weights(model.get_base_model()))[q], plain[q], atol=1e-6)  # undone
+    reference = get_peft_model(_hf(tiny_model_dir), model.peft_config["default"])
+    reference.load_state_dict(model.state_dict())
+    expected = dict(reference.merge_and_unload().state_dict())
+    for name, t in merged.items():
+        torch.testing.assert_close(t, expected[name], rtol=0, atol=1e-6, msg=name)  # peft's own merge
+    # merged beside, never in place: the peft model's own base weight is bit for bit the original
+    assert torch.equal(model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight, plain[q])
 
 
 @pytest.mark.skipif(HAVE_VLLM, reason="vLLM is installed; this checks the message shown without it")

@@ -147,14 +147,21 @@ class Reference:
         return self
 
 
-def make_reference(model: Any, needed: bool = True) -> Optional[Reference]:
+def make_reference(model: Any, needed: bool = True, *, source: Any = None, kind: str = "causal_lm",
+                   dtype: str = "float32", tokenizer: Any = None) -> Optional[Reference]:
     """The reference for ``model`` (call before wrapping it for distribution): None when not
-    ``needed`` (β = 0), adapters disabled under LoRA, else a frozen deep copy in eval mode."""
+    ``needed`` (β = 0), adapters disabled under LoRA, else a frozen model in eval mode — loaded
+    again from ``source`` when the policy came from a path (so it is built the way the policy was,
+    e.g. partitioned at load under ZeRO-3), a deep copy of the policy otherwise. Shard it like the
+    policy with :func:`trainers.distributed.prepare_reference`."""
     if not needed:
         return None
     if hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):
         return Reference(model)
-    frozen = copy.deepcopy(model)
+    if isinstance(source, (str, os.PathLike)):
+        frozen, _ = load_model(source, kind=kind, dtype=dtype, tokenizer=tokenizer)
+    else:
+        frozen = copy.deepcopy(model)
     frozen.eval()
     frozen.requires_grad_(False)
     return Reference(model, frozen)

@@ -17,12 +17,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Any, Optional, Sequence
 
 import torch
 
+from .distributed import SHARDED, all_ranks_max
 from .loop import BaseTrainer
 from .losses import entropy_from_logits, selective_log_softmax
 
@@ -264,7 +266,7 @@ class OnlineTrainer(BaseTrainer):
 
         c = self.config
         seed = self._seed(round_)
-        self.engine.sync_weights(self.unwrapped_model, adapter_only=bool(c.use_lora))
+        self._sync_engine()
         params = SamplingParams(temperature=c.temperature, top_p=c.top_p, top_k=c.top_k,
                                 max_new_tokens=c.max_new_tokens, seed=seed)
         # one engine call for the whole step: decoding is bound by reading the weights once per
@@ -290,22 +292,55 @@ class OnlineTrainer(BaseTrainer):
             if rubric is not None and self._verifiers_replaced:  # keep verifiers= passed to the trainer
                 self.env.unwrapped.rubric = rubric
 
+    def _sync_engine(self) -> None:
+        """Push the policy's weights to the engine once per optimizer step (not once per dynamic
+        sampling round: the weights did not change). Every rank reaches the first rollout of a step
+        together, so the sync's gathers (FSDP2 / ZeRO-3) line up."""
+        version = getattr(self, "_policy_version", 0)
+        if getattr(self, "_synced_version", None) != version:
+            self.engine.sync_weights(self.unwrapped_model, adapter_only=bool(self.config.use_lora))
+            self._synced_version = version
+
+    @property
+    def _lockstep(self) -> bool:
+        """True when the policy is sharded over several ranks: every forward of a sharded model is a
+        collective, so each rank must run the same number of them."""
+        return self.accelerator.num_processes > 1 and self.distributed["type"] in SHARDED
+
     @torch.no_grad()
     def score_logprobs(self, model: Any, batch: Any, chunks: list) -> torch.Tensor:
         """No-grad log-probs ``[B, T]`` (aligned with ``input_ids``) of every row, one forward per
-        length-sorted chunk — the reference pass, or π_old when μ > 1."""
+        length-sorted chunk — the reference pass, or π_old when μ > 1. Empty chunks are skipped —
+        except under sharding, where every rank runs as many forwards as the busiest rank (the
+        extra ones on a placeholder row, discarded)."""
         out = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
+        chunks = list(chunks)
+        if self._lockstep:
+            busiest = int(all_ranks_max(self.accelerator, len(chunks)))
+            chunks += [torch.zeros(0, dtype=torch.long)] * (busiest - len(chunks))
         for rows in chunks:
-            mb = gather_rows(batch, rows, {}, {})
+            if len(rows) == 0 and not self._lockstep:
+                continue
+            mb = gather_rows(batch, rows if len(rows) else torch.arange(1), {}, {})
             lp, _ = completion_logprobs(model, mb["input_ids"].to(self.device), mb["attention_mask"].to(self.device),
                                         mb["start"], self.config.temperature)
-            out[rows, mb["start"]:mb["start"] + lp.shape[1]] = lp.float().cpu()
+            if len(rows):
+                out[rows, mb["start"]:mb["start"] + lp.shape[1]] = lp.float().cpu()
         return out
 
     # -- loop hooks ------------------------------------------------------------------------------
     def next_step_data(self) -> Any:
+        """The step's rollout (:meth:`make_step_data`). With the HF engine on a sharded policy the
+        weights are gathered once for the whole rollout (all dynamic-sampling rounds): ranks then
+        generate independently, however many prompts each draws."""
+        from rlenv.engines.full_weights import gathered
+        from rlenv.engines.hf import HFEngine
+
         self.timing = {}
-        return self.make_step_data()
+        shares_policy = self._engine is None or isinstance(self._engine, HFEngine)
+        context = gathered(self.model) if (shares_policy and self._lockstep) else contextlib.nullcontext()
+        with context:
+            return self.make_step_data()
 
     def make_step_data(self) -> "StepData":
         """The step's rollout, prepared for :meth:`micro_batches` (subclasses implement)."""
@@ -315,18 +350,25 @@ class OnlineTrainer(BaseTrainer):
         return data.metrics
 
     def micro_batches(self, data: "StepData") -> list:
-        """One dict of tensors per micro-batch (``{"rows": empty}`` when a micro-batch got no rows),
-        each carrying the loss ``normalizer`` it shares with its optimizer update."""
+        """One dict of tensors per micro-batch, each carrying the loss ``normalizer`` it shares with its
+        optimizer update. A micro-batch that got no rows (fewer rows than micro-batches; under dynamic
+        sampling a rank may keep fewer groups than another) becomes a **placeholder**: real rows of
+        this step, run through the same forward and backward with the loss multiplied by 0, so this
+        rank still takes part in the gradient all-reduce and the parameter gathers."""
+        filler = next((rows for rows in data.chunks if len(rows)), torch.arange(min(2, len(data.batch))))
         out = []
         for rows, norm in zip(data.chunks, data.normalizers):
-            mb = gather_rows(data.batch, rows, data.per_token, data.per_row) if len(rows) else {"rows": rows}
+            mb = gather_rows(data.batch, rows if len(rows) else filler, data.per_token, data.per_row)
             mb["normalizer"] = norm
+            if not len(rows):
+                mb["placeholder"] = True
             out.append(mb)
         return out
 
     def training_step(self, data: Any) -> dict:
         t0 = time.perf_counter()
         out = super().training_step(data)
+        self._policy_version = getattr(self, "_policy_version", 0) + 1  # the engine's weights are stale now
         train_s = time.perf_counter() - t0 + self.timing.get("prep_s", 0.0)
         out["time/training_s"] = train_s
         out["time/generation_s"] = self.timing.get("generation_s", 0.0)
