@@ -4,6 +4,9 @@
     from rlenv.engines import make_engine, SamplingParams
     engine = make_engine("hf", model=model, tokenizer=tokenizer)
     completions = engine.generate([[{"role": "user", "content": "2+2?"}]], SamplingParams(n=4, seed=0))
+
+:func:`build_engine` builds one from engine *settings* — the run spec's ``engine`` section or a
+trainer config's ``engine`` field (:mod:`rlenv.engines.settings`): every field reaches the engine.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import importlib
 from typing import Any
 
 from .base import Completion, Engine, SamplingParams
+from .settings import EngineSettings, engine_arguments, engine_settings
 
-__all__ = ["Engine", "SamplingParams", "Completion", "make_engine", "ENGINES"]
+__all__ = ["Engine", "SamplingParams", "Completion", "make_engine", "build_engine", "ENGINES", "EngineSettings",
+           "engine_settings", "engine_arguments"]
 
 #: engine name -> (module, class); modules are imported only when asked for (vLLM is heavy and optional)
 ENGINES = {
@@ -48,3 +53,17 @@ def make_engine(kind: str = "hf", model: Any = None, tokenizer: Any = None, **kw
             raise ValueError("make_engine('hf') needs model= (a model object or a path)")
         return cls(model, **kwargs)
     return cls(model=model, **kwargs)
+
+
+def build_engine(settings: Any, model: Any = None, tokenizer: Any = None) -> Engine:
+    """Build the engine ``settings`` describe (an engine name, a dict of
+    :class:`~rlenv.engines.settings.EngineSettings` fields or the object itself) on ``model``: each
+    setting becomes the constructor argument of the same meaning (see
+    :func:`~rlenv.engines.settings.engine_arguments`), ``options`` are passed through."""
+    kind, kwargs = engine_arguments(settings)
+    if kind == "openai":
+        base_url = kwargs.pop("base_url")
+        if not isinstance(model, str):  # the trainer's model object: ask the server for its name
+            model = kwargs.pop("model", "")
+        return make_engine(kind, model=model, tokenizer=tokenizer, base_url=base_url, **kwargs)
+    return make_engine(kind, model=model, tokenizer=tokenizer, **kwargs)

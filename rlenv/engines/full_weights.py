@@ -312,16 +312,28 @@ def _zero3_gathered(engine: Any):
     root = unwrap_model(engine)
     offload = getattr(getattr(engine, "optimizer", None), "parameter_offload", None)
     with deepspeed.zero.GatheredParameters(list(root.parameters()), modifier_rank=None):
+        start = None
         if offload is not None:
             for p in root.parameters():
                 p.ds_active_sub_modules.clear()
             for hook in list(offload.forward_hooks) + list(offload.backward_hooks):
                 hook.remove()
             offload.forward_hooks, offload.backward_hooks = [], []
+            # the root's start-of-forward hook checks, with a collective, that every rank traced the
+            # same modules: lift it too, keeping its function to put it back first in line
+            handle = getattr(offload, "fwd_pre_hook", None)
+            if handle is not None:
+                start = (handle.id, offload.module._forward_pre_hooks.pop(handle.id, None))
         try:
             yield
         finally:
             if offload is not None:
+                if start is not None and start[1] is not None:
+                    hooks = offload.module._forward_pre_hooks
+                    rest = list(hooks.items())
+                    hooks.clear()
+                    hooks[start[0]] = start[1]
+                    hooks.update(rest)
                 coordinator = getattr(offload, "param_coordinator", None)
                 if coordinator is not None and not coordinator.is_invalid_trace():
                     coordinator._invalidate_trace()  # the generation forwards broke the recorded order
