@@ -30,6 +30,8 @@ from typing import Any, Literal, Optional, Sequence, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
+from .engines.settings import EngineSettings
+
 __all__ = ["SpecError", "RunSpec", "ModelSpec", "LoraSpec", "EnvRef", "CurriculumSpec", "EngineSpec", "SamplingSpec",
            "LoggingSpec", "Stage", "STAGE_CONFIGS", "load_spec", "parse_spec", "apply_overrides"]
 
@@ -128,13 +130,21 @@ class SamplingSpec(_Strict):
     stop: list[str] = Field(default_factory=list)
 
 
-class EngineSpec(_Strict):
-    """The generation engine: ``hf`` (default), ``vllm``, or ``openai`` (an OpenAI-compatible server,
-    eval only). ``options`` go to the engine's constructor (e.g. ``gpu_memory_utilization``)."""
+class EngineSpec(EngineSettings):
+    """The generation engine: ``hf`` (default), ``vllm`` (colocated or a server; tensor parallel size,
+    memory fraction, server URL, weight-sync method and folder) or ``openai`` (an OpenAI-compatible
+    server, eval only), with the sampling settings. Every field reaches the engine
+    (:mod:`rlenv.engines.settings`); ``options`` go to the engine's constructor as they are (e.g.
+    ``max_model_len`` for vLLM, ``max_batch_size`` for hf)."""
 
-    name: Literal["hf", "vllm", "openai"] = "hf"
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
-    options: dict[str, Any] = Field(default_factory=dict)
+
+    def stage_engine(self) -> Union[str, dict]:
+        """What a stage config's ``engine`` field gets: the name alone when nothing else is set, else
+        every engine setting (the sampling settings travel as the stage's own fields)."""
+        settings = self.model_dump(exclude={"sampling"})
+        defaults = EngineSettings(name=self.name).model_dump()
+        return self.name if settings == defaults else settings
 
 
 class LoggingSpec(_Strict):
@@ -242,8 +252,9 @@ def _stage_defaults(spec: RunSpec, kind: str, index: int, field_names: set) -> d
         "report_to": spec.logging.report_to,
         "logging_steps": spec.logging.logging_steps,
         "use_lora": lora is not None,
-        "engine": spec.engine.name,
+        "engine": spec.engine.stage_engine(),
         "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k, "max_new_tokens": s.max_new_tokens,
+        "stop": list(s.stop),
     }
     if lora is not None:
         glob.update(lora_r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,

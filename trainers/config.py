@@ -191,7 +191,8 @@ class RolloutConfig(TrainConfig):
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
-    engine: str = "hf"  # generation engine: hf | vllm
+    engine: Union[str, dict] = "hf"  # hf | vllm, or engine settings (rlenv.engines.settings.EngineSettings)
+    stop: list = dataclasses.field(default_factory=list)  # stop strings: a completion ends at any of them
     mini_batch_size: Optional[int] = None  # rows per optimizer update; None: the whole rollout
 
     def __post_init__(self):
@@ -199,7 +200,16 @@ class RolloutConfig(TrainConfig):
         self._positive("num_prompts_per_step", "group_size", "max_new_tokens")
         self._non_negative("temperature", "top_k")
         self._in_range("top_p", 0.0, 1.0, lo_open=True)
-        self._one_of("engine", ("hf", "vllm"))
+        from rlenv.engines.settings import engine_settings
+
+        try:
+            name = engine_settings(self.engine).name
+        except ValueError as e:
+            self._fail("engine", f"valid engine settings ({e})", self.engine)
+        if name not in ("hf", "vllm"):
+            self._fail("engine", "'hf' or 'vllm' (the openai engine serves evaluation only)", self.engine)
+        if isinstance(self.stop, str) or not all(isinstance(x, str) and x for x in self.stop):
+            self._fail("stop", "a list of non-empty strings", self.stop)
         if self.mini_batch_size is not None:
             self._positive("mini_batch_size")
 

@@ -225,7 +225,8 @@ class OnlineTrainer(BaseTrainer):
             replace the env's rubric.
         tokenizer: loaded with the model when None.
         engine: a ready :class:`rlenv.engines.Engine`; by default one is built from
-            ``config.engine`` on the policy itself.
+            ``config.engine`` (a name or engine settings, see :mod:`rlenv.engines.settings`) on the
+            policy itself.
         curriculum: an :class:`rlenv.curriculum.Curriculum`; each step's rollout pass rate is fed to
             it and the env is rebuilt at the next level when it says so. ``env`` defaults to
             ``curriculum.make_env()``.
@@ -247,9 +248,9 @@ class OnlineTrainer(BaseTrainer):
     def engine(self) -> Any:
         """The generation engine (built on first use, on the unwrapped policy)."""
         if self._engine is None:
-            from rlenv.engines import make_engine
+            from rlenv.engines import build_engine
 
-            self._engine = make_engine(self.config.engine, model=self.unwrapped_model, tokenizer=self.tokenizer)
+            self._engine = build_engine(self.config.engine, model=self.unwrapped_model, tokenizer=self.tokenizer)
         return self._engine
 
     def _seed(self, round_: int = 0) -> int:
@@ -268,7 +269,7 @@ class OnlineTrainer(BaseTrainer):
         seed = self._seed(round_)
         self._sync_engine()
         params = SamplingParams(temperature=c.temperature, top_p=c.top_p, top_k=c.top_k,
-                                max_new_tokens=c.max_new_tokens, seed=seed)
+                                max_new_tokens=c.max_new_tokens, stop=tuple(getattr(c, "stop", ())), seed=seed)
         # one engine call for the whole step: decoding is bound by reading the weights once per
         # token, so 64 rows in one batch cost about what 16 do; the rollout's default of four chunks
         # (to overlap slow verifiers with generation) measured 1.7x slower generation on CPU

@@ -63,6 +63,9 @@ def build_engine(settings: Any, model: Any = None, tokenizer: Any = None) -> Eng
     kind, kwargs = engine_arguments(settings)
     if kind == "openai":
         base_url = kwargs.pop("base_url")
+        if not base_url:
+            raise ValueError("engine: the openai engine needs server_url, the URL of an OpenAI-compatible "
+                             "server (e.g. http://127.0.0.1:8000/v1)")
         if not isinstance(model, str):  # the trainer's model object: ask the server for its name
             model = kwargs.pop("model", "")
         return make_engine(kind, model=model, tokenizer=tokenizer, base_url=base_url, **kwargs)

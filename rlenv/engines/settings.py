@@ -49,8 +49,18 @@ class EngineSettings(BaseModel):
     def _aliases(cls, v: Any) -> Any:
         if isinstance(v, str):  # `engine: vllm`
             return {"name": v}
-        if isinstance(v, dict) and v.get("mode") == "colocated":
-            return {**v, "mode": "colocate"}
+        if isinstance(v, dict):
+            v = dict(v)
+            if v.get("mode") == "colocated":
+                v["mode"] = "colocate"
+            options = v.get("options")
+            if isinstance(options, dict):
+                # an option that is a field of its own (`options: {gpu_memory_utilization: 0.35}`, as
+                # specs wrote it before the field existed) moves up to the field, unless both are set
+                fields = set(cls.model_fields) - {"options", "name"}
+                lifted = {k: options[k] for k in options if k in fields and k not in v}
+                v["options"] = {k: x for k, x in options.items() if k not in lifted}
+                v.update(lifted)
         return v
 
     @model_validator(mode="after")
@@ -63,9 +73,6 @@ class EngineSettings(BaseModel):
         if self.name == "hf" and self.server_url:
             raise ValueError("server_url: the hf engine runs in the trainer's process; use name: vllm with "
                              "mode: server, or name: openai for eval against a server")
-        if self.name == "openai" and not self.server_url:
-            raise ValueError("server_url: the openai engine needs the URL of an OpenAI-compatible server "
-                             "(e.g. http://127.0.0.1:8000/v1)")
         if self.name == "vllm" and self.mode == "colocate" and (self.server_url or self.sync_dir
                                                                or self.sync_method != "auto"
                                                                or self.data_parallel_size != 1):
@@ -77,7 +84,7 @@ class EngineSettings(BaseModel):
         clash = sorted(set(self.options) & (set(defaults) - {"options"}))
         if clash:
             raise ValueError(f"options: {', '.join(clash)} {'is a field' if len(clash) == 1 else 'are fields'} of "
-                             "the engine section itself; set it there, not under options")
+                             "the engine section itself, set in both places; keep one")
         return self
 
 
