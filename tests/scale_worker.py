@@ -86,7 +86,7 @@ def grpo_config(run: dict, out: str, rank: int = 0):
     from trainers import GRPOConfig
 
     prompts = run.get("prompts_by_rank", [run.get("prompts", 2)] * 8)[rank]
-    cfg = dict(output_dir=out, max_steps=run.get("steps", 1), learning_rate=1e-2, report_to="none",
+    cfg = dict(output_dir=out, max_steps=run.get("steps", 1), learning_rate=run.get("lr", 1e-2), report_to="none",
                progress_bar=False, lr_scheduler="constant", seed=0, num_prompts_per_step=prompts,
                group_size=run.get("group_size", 4), max_new_tokens=8, temperature=1.0,
                eval_num_tasks=run.get("eval_tasks", 0), eval_max_new_tokens=4,
@@ -123,9 +123,50 @@ def run_grpo(run: dict, model_dir: str, out: str) -> dict:
     if engine is not None and getattr(engine, "client", None) is not None:
         extra = {"completion_tokens": engine.client.usage["completion_tokens"],
                  "sync_count": getattr(engine, "sync_count", 0), "syncs": len(engine.sync_seconds)}
+    if run.get("check_greedy") and rank_hint == 0:
+        extra["greedy"] = greedy_vs_hf(engine, result["model_dir"], model_dir)
     return {"model_dir": result["model_dir"], "distributed": result["distributed"], "steps": result["steps"],
             "eval": [h.get("eval/pass_rate") for h in result["eval_history"]],
             "rank_metrics": trainer.rank_metrics, **extra}
+
+
+GREEDY_PROMPTS = [[{"role": "user", "content": "What is 12+7?"}], [{"role": "user", "content": "What is 3+4?"}],
+                  [10, 20, 30, 40, 50]]
+
+
+def greedy_vs_hf(engine, model_dir: str, start_dir: str, max_new: int = 10) -> dict:
+    """The engine's greedy tokens next to transformers' ``generate`` on the exported model, and the
+    largest log-prob gap of the engine's tokens to that model (and of that model to the start one)."""
+    from transformers import AutoModelForCausalLM
+
+    from rlenv.engines.base import SamplingParams
+    from rlenv.engines.hf import encode_prompt
+
+    import transformers.integrations.deepspeed as hf_ds
+
+    tok = engine.tokenizer
+    completions = [c[0] for c in engine.generate(GREEDY_PROMPTS, SamplingParams(temperature=0, max_new_tokens=max_new))]
+    want, gap, moved = [], 0.0, 0.0
+    # this rank alone runs plain copies: while a ZeRO-3 config is registered transformers would
+    # partition them at load and sync generate() across ranks (collectives nobody else joins)
+    saved, hf_ds._hf_deepspeed_config_weak_ref = hf_ds._hf_deepspeed_config_weak_ref, None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        start = AutoModelForCausalLM.from_pretrained(start_dir, dtype=torch.float32).eval()
+        with torch.no_grad():
+            for p, c in zip(GREEDY_PROMPTS, completions):
+                ids = encode_prompt(tok, p)
+                out = model.generate(torch.tensor([ids]), max_new_tokens=max_new, do_sample=False,
+                                     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+                want.append(out[0, len(ids):].tolist())
+                full = torch.tensor([ids + c.token_ids])
+                lp = [torch.log_softmax(m(full).logits[0, len(ids) - 1:-1].float(), -1)
+                      .gather(-1, torch.tensor(c.token_ids)[:, None])[:, 0] for m in (model, start)]
+                gap = max(gap, float((lp[0] - torch.tensor(c.logprobs)).abs().max()))
+                moved = max(moved, float((lp[0] - lp[1]).abs().max()))
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = saved
+    return {"engine": [c.token_ids for c in completions], "hf": want, "logprob_gap": gap, "trained_vs_start": moved}
 
 
 def run_pipeline(run: dict, model_dir: str, out: str) -> dict:

@@ -338,7 +338,7 @@ class OnlineTrainer(BaseTrainer):
         from rlenv.engines.hf import HFEngine
 
         self.timing = {}
-        shares_policy = self._engine is None or isinstance(self._engine, HFEngine)
+        shares_policy = isinstance(self.engine, HFEngine)  # built here on first use, by every rank
         context = gathered(self.model) if (shares_policy and self._lockstep) else contextlib.nullcontext()
         with context:
             return self.make_step_data()
