@@ -123,6 +123,10 @@ def run_grpo(run: dict, model_dir: str, out: str) -> dict:
     if engine is not None and getattr(engine, "client", None) is not None:
         extra = {"completion_tokens": engine.client.usage["completion_tokens"],
                  "sync_count": getattr(engine, "sync_count", 0), "syncs": len(engine.sync_seconds)}
+    if engine is not None and getattr(engine, "llm", None) is not None:  # colocated vLLM
+        parallel = engine.llm.llm_engine.vllm_config.parallel_config
+        extra = {"syncs": len(engine.sync_seconds), "executor": str(parallel.distributed_executor_backend),
+                 "vllm_rank": int(parallel.rank) if hasattr(parallel, "rank") else None}
     if run.get("check_greedy") and rank_hint == 0:
         extra["greedy"] = greedy_vs_hf(engine, result["model_dir"], model_dir)
     return {"model_dir": result["model_dir"], "distributed": result["distributed"], "steps": result["steps"],

@@ -3,11 +3,12 @@
 * ``examples/accelerate/fsdp.yaml`` — accelerate's own FSDP2 path (the one a GPU run takes; rlenv
   switches accelerate to it on machines without GPUs, see trainers/distributed.py);
 * ``examples/accelerate/deepspeed_zero3.yaml`` — DeepSpeed ZeRO-3 on its CPU accelerator (parameters
-  partitioned at load, ``zero3_init_flag``), skipped when DeepSpeed is not installed.
+  partitioned at load, ``zero3_init_flag``), and ``deepspeed_zero2.yaml`` (optimizer state and
+  gradients sharded); skipped when DeepSpeed is not installed.
 
 One launch per config (module fixture) runs three 1-step GRPO trainings in the same two processes:
 
-* ``pipeline`` — ``run_spec`` (what ``rlenv train`` runs): summary.json says fsdp2 / zero3 × 2 over
+* ``pipeline`` — ``run_spec`` (what ``rlenv train`` runs): summary.json says fsdp2 / zero2 / zero3 × 2 over
   gloo, the evaluation before and after training completed, one rank printed the summary table;
 * ``full`` (β = 0.1: the reference is loaded and sharded like the policy) / ``lora`` — every rank
   draws rank 0's prompts and samples, so the averaged gradient is one rank's: the weights gathered
@@ -28,11 +29,11 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from scale_worker import arithmetic_tasks, grpo_class, grpo_config, launch, length_reward  # noqa: E402
 
-CONFIGS = {"fsdp2": "fsdp.yaml", "zero3": "deepspeed_zero3.yaml"}
+CONFIGS = {"fsdp2": "fsdp.yaml", "zero2": "deepspeed_zero2.yaml", "zero3": "deepspeed_zero3.yaml"}
 # Adam's first step is ~lr·sign(g): where a gradient is within float noise of 0, a different reduction
 # order (DeepSpeed reduce-scatters bucketed fp32 gradients) moves that weight slightly differently.
 # Measured max |Δ|: 1.2e-7 (FSDP2), 6.8e-6 (ZeRO-3), against an update of 1e-2 per weight.
-TOL = {"fsdp2": 1e-6, "zero3": 5e-5}
+TOL = {"fsdp2": 1e-6, "zero2": 5e-5, "zero3": 5e-5}
 RUNS = [{"name": "pipeline", "kind": "pipeline", "eval_tasks": 4},
         {"name": "full", "kind": "grpo", "same_data": True, "eval_tasks": 2, "beta": 0.1},
         {"name": "lora", "kind": "grpo", "same_data": True, "lora": True}]
@@ -44,9 +45,12 @@ def _have_deepspeed() -> bool:
     return importlib.util.find_spec("deepspeed") is not None
 
 
-@pytest.fixture(scope="module", params=[
-    "fsdp2", pytest.param("zero3", marks=pytest.mark.skipif(not _have_deepspeed(), reason=(
-        "DeepSpeed is not installed: pip install 'rlenv-rlvr[deepspeed]' (see .ci/install-deepspeed.sh)")))])
+NO_DEEPSPEED = pytest.mark.skipif(not _have_deepspeed(), reason=(
+    "DeepSpeed is not installed: pip install 'rlenv-rlvr[deepspeed]' (see .ci/install-deepspeed.sh)"))
+
+
+@pytest.fixture(scope="module", params=["fsdp2", pytest.param("zero2", marks=NO_DEEPSPEED),
+                                        pytest.param("zero3", marks=NO_DEEPSPEED)])
 def sharded_run(request, micro_model_dir, tmp_path_factory):
     kind = request.param
     out = tmp_path_factory.mktemp(kind)

@@ -4,7 +4,8 @@ docs/vllm.md prints for CPU, run as written (only ``PATH`` and the port filled i
 * The documented command: after a sync its greedy tokens equal transformers' on the synced weights.
 * A second run reusing a ``sync_dir`` numbers its weight folders past the first run's (and past an
   interrupted write's leftovers) instead of crashing on the previous run's folders.
-* Two training ranks, one server (FSDP2, and ZeRO-3 when DeepSpeed is installed): both ranks' prompts
+* Two training ranks, one server (DDP, FSDP2, and ZeRO-3 when DeepSpeed is installed; full and LoRA
+  policies): both ranks' prompts
   are served, rank 0 alone sends one sync per step, a few steps leave exactly one weight folder
   and no temporary ones, and after the final sync the server's greedy tokens equal transformers' on
   the trained (gathered, for LoRA merged) weights.
@@ -156,7 +157,7 @@ def test_second_run_reusing_sync_dir_syncs_past_the_first(server, micro_model_di
         second.close()
 
 
-CONFIGS = {"fsdp2": "fsdp.yaml", "zero3": "deepspeed_zero3.yaml"}
+CONFIGS = {"ddp": "ddp.yaml", "fsdp2": "fsdp.yaml", "zero3": "deepspeed_zero3.yaml"}
 
 
 def _have_deepspeed() -> bool:
@@ -165,16 +166,15 @@ def _have_deepspeed() -> bool:
     return importlib.util.find_spec("deepspeed") is not None
 
 
-@pytest.mark.parametrize("kind", ["fsdp2", pytest.param("zero3", marks=pytest.mark.skipif(
+@pytest.mark.parametrize("kind", ["ddp", "fsdp2", pytest.param("zero3", marks=pytest.mark.skipif(
     not _have_deepspeed(), reason="DeepSpeed is not installed: pip install 'rlenv-rlvr[deepspeed]'"))])
 def test_two_ranks_one_server(server, micro_model_dir, tmp_path, kind):
     url, log = server
     sync_dir = tmp_path / "sync"
     engine = {"name": "vllm", "mode": "server", "server_url": url, "sync_dir": str(sync_dir)}
     common = dict(kind="grpo", sync_after=True, check_greedy=True, engine=engine, lr=2e-3)
-    runs = [dict(common, name="full", steps=3)]
-    if kind == "fsdp2":
-        runs.append(dict(common, name="lora", steps=2, lora=True))
+    runs = [dict(common, name="full", steps=3 if kind == "fsdp2" else 2),
+            dict(common, name="lora", steps=2, lora=True, lr=1e-2)]
     rpc_before = log.read_text().count("POST /collective_rpc")
     config = str(HERE.parent / "examples" / "accelerate" / CONFIGS[kind])
     proc, results = launch(config, {"model": micro_model_dir, "out": str(tmp_path / "out"), "runs": runs}, tmp_path,

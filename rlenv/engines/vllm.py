@@ -46,6 +46,7 @@ from rlenv.engines.vllm_weights import hf_named_weights, weight_buckets
 __all__ = ["VLLMEngine", "WeightSyncError", "import_vllm", "is_available", "save_for_vllm", "SYNC_METHODS"]
 
 SUPPORTED_VLLM = (0, 32)  # major, minor
+_LAUNCHER_ENGINES = 0  # colocated engines started through vLLM's external launcher in this process
 #: server mode: "auto" (nccl on CUDA when the server offers it, else disk), "nccl" or "disk";
 #: colocated mode always loads in-process ("direct")
 SYNC_METHODS = ("auto", "nccl", "disk", "direct")
@@ -219,8 +220,16 @@ class VLLMEngine(Engine):
                       tensor_parallel_size=tp, max_model_len=max_model_len,
                       enable_sleep_mode=self.sleep_between_phases)
         if self.world > 1:
-            # one engine per training rank (tp ranks share one), on that rank's device; vLLM joins the
-            # launcher's process group through the RANK/LOCAL_RANK/MASTER_* variables it set
+            global _LAUNCHER_ENGINES
+            if _LAUNCHER_ENGINES:
+                # vLLM tears the process group down with its first engine and rebuilds its own with
+                # the second: the trainer's ranks then disagree about who they are
+                raise RuntimeError("a second colocated vLLM engine in one distributed training process is not "
+                                   "supported (vLLM's external launcher owns the process group); reuse the first "
+                                   "engine (pass engine= to the trainer) or use mode: server")
+            _LAUNCHER_ENGINES += 1
+            # one engine per training rank, on that rank's device; vLLM joins the launcher's process
+            # group through the RANK/LOCAL_RANK/MASTER_* variables it set
             kwargs["distributed_executor_backend"] = "external_launcher"
         if _on_cuda():
             kwargs["gpu_memory_utilization"] = gpu_mem
