@@ -92,7 +92,8 @@ def grpo_config(run: dict, out: str, rank: int = 0):
                eval_num_tasks=run.get("eval_tasks", 0), eval_max_new_tokens=4,
                gradient_accumulation_steps=run.get("gas", 1), dynamic_sampling=run.get("dynamic", False),
                max_resample_rounds=run.get("rounds", 3), beta=run.get("beta", 0.0),
-               engine=run.get("engine", "hf"))
+               engine=run.get("engine", "hf"), save_steps=run.get("save_steps", 0),
+               resume_from_checkpoint=run.get("resume"))
     if run.get("lora"):
         cfg.update(use_lora=True, lora_r=4, lora_alpha=8, lora_target_modules="all-linear")
     return GRPOConfig(**cfg)
@@ -173,6 +174,16 @@ def greedy_vs_hf(engine, model_dir: str, start_dir: str, max_new: int = 10) -> d
     return {"engine": [c.token_ids for c in completions], "hf": want, "logprob_gap": gap, "trained_vs_start": moved}
 
 
+def run_ppo(run: dict, model_dir: str, out: str) -> dict:
+    """A PPO step (its value head is a second trained module)."""
+    from trainers import PPOConfig, PPOTrainer
+
+    config = PPOConfig(output_dir=out, max_steps=1, learning_rate=1e-3, report_to="none", progress_bar=False,
+                       num_prompts_per_step=2, group_size=2, max_new_tokens=8, eval_num_tasks=0)
+    result = PPOTrainer(model=model_dir, env=arithmetic_tasks(), verifiers=[length_reward], config=config).train()
+    return {"distributed": result["distributed"], "steps": result["steps"]}
+
+
 def run_pipeline(run: dict, model_dir: str, out: str) -> dict:
     from trainers.pipeline import run_spec
 
@@ -190,8 +201,8 @@ def run_pipeline(run: dict, model_dir: str, out: str) -> dict:
 def main(plan_path: str) -> None:
     plan = json.loads(Path(plan_path).read_text())
     for run in plan["runs"]:
-        out = str(Path(plan["out"]) / run["name"])
-        fn = {"grpo": run_grpo, "pipeline": run_pipeline}[run["kind"]]
+        out = str(Path(plan["out"]) / run.get("dir", run["name"]))  # "dir": continue another run's folder
+        fn = {"grpo": run_grpo, "pipeline": run_pipeline, "ppo": run_ppo}[run["kind"]]
         result = fn(run, plan["model"], out)
         import torch.distributed as dist
 

@@ -22,13 +22,14 @@ REPO = Path(__file__).parent.parent
 
 
 def recipe_launches() -> list[list[str]]:
-    """The ``accelerate launch …`` commands in docs/scaling.md's code blocks, as argv lists."""
+    """The multi-machine ``accelerate launch …`` commands (those given ``--machine_rank``) in
+    docs/scaling.md's code blocks, as argv lists."""
     text = (REPO / "docs" / "scaling.md").read_text()
     out = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for command in block.replace("\\\n", " ").splitlines():
             command = command.strip()
-            if command.startswith("accelerate launch"):
+            if command.startswith("accelerate launch") and "--machine_rank" in command:
                 out.append(shlex.split(command)[2:])
     return out
 
@@ -49,10 +50,13 @@ def test_recipe_launch_passes_accelerate_validation(argv, monkeypatch):
     values = {"$NODE_RANK": "1", "$HEAD_IP": "10.0.0.1"}  # a worker machine of the recipe
     argv = [values.get(a, a) for a in argv]
     args = launch_command_parser().parse_args(argv)
-    args, defaults, _ = _validate_launch_command(args)
+    args, defaults, mp_from_config = _validate_launch_command(args)
     assert defaults.num_machines >= 2 and defaults.num_processes % defaults.num_machines == 0
     assert args.machine_rank == 1 and args.main_process_ip == "10.0.0.1"
     if args.use_deepspeed:
+        # what accelerate's launch_command sets before its DeepSpeed launcher
+        fields = list(defaults.deepspeed_config) + (["mixed_precision"] if mp_from_config else [])
+        args.deepspeed_fields_from_accelerate_config = ",".join(fields)
         _, env = prepare_deepspeed_cmd_env(args)
         expected = f"zero{defaults.deepspeed_config['zero_stage']}"
     else:

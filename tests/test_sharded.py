@@ -13,7 +13,9 @@ One launch per config (module fixture) runs three 1-step GRPO trainings in the s
 * ``full`` (β = 0.1: the reference is loaded and sharded like the policy) / ``lora`` — every rank
   draws rank 0's prompts and samples, so the averaged gradient is one rank's: the weights gathered
   from the shards (the exported model) must equal a one-process run of the same step (tolerances
-  below, from the measured spread; LoRA under FSDP2 came out bit-identical).
+  below, from the measured spread; LoRA under FSDP2 came out bit-identical). Both save a checkpoint
+  (sharded optimizer state through accelerate, the model gathered into ``model/``);
+* ``resumed`` — continues ``full`` from its checkpoint for a second step.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ CONFIGS = {"fsdp2": "fsdp.yaml", "zero2": "deepspeed_zero2.yaml", "zero3": "deep
 # Measured max |Δ|: 1.2e-7 (FSDP2), 6.8e-6 (ZeRO-3), against an update of 1e-2 per weight.
 TOL = {"fsdp2": 1e-6, "zero2": 5e-5, "zero3": 5e-5}
 RUNS = [{"name": "pipeline", "kind": "pipeline", "eval_tasks": 4},
-        {"name": "full", "kind": "grpo", "same_data": True, "eval_tasks": 2, "beta": 0.1},
-        {"name": "lora", "kind": "grpo", "same_data": True, "lora": True}]
+        {"name": "full", "kind": "grpo", "same_data": True, "eval_tasks": 2, "beta": 0.1, "save_steps": 1},
+        {"name": "resumed", "dir": "full", "kind": "grpo", "same_data": True, "beta": 0.1, "save_steps": 1,
+         "steps": 2, "resume": "latest"},
+        {"name": "lora", "kind": "grpo", "same_data": True, "lora": True, "save_steps": 1}]
 
 
 def _have_deepspeed() -> bool:
@@ -84,7 +88,7 @@ def test_pipeline_records_the_parallelism_in_summary(sharded_run):
     assert summary[0]["distributed"] == {"type": kind, "world_size": 2, "backend": "gloo"}
     for r in results["pipeline"]:
         assert r["stages"][0]["distributed"]["type"] == kind
-    assert stdout.count(f"distributed={kind} world_size=2 backend=gloo") == 3  # one log line per run, rank 0 only
+    assert stdout.count(f"distributed={kind} world_size=2 backend=gloo") == len(RUNS)  # a log line per run, rank 0 only
     assert stdout.count("rlenv train:") == 1  # the summary table: printed once, by rank 0
     history = [json.loads(line) for line in (out / "pipeline" / "0-grpo" / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/pass_rate" in h for h in history)  # evaluation under sharding ran (and did not hang)
@@ -100,7 +104,10 @@ def test_gathered_weights_equal_a_single_process_step(sharded_run, micro_model_d
     run = next(r for r in RUNS if r["name"] == name)
     trainer, _ = _single_process(run, micro_model_dir, tmp_path / name)
     assert trainer.distributed["type"] == "none"
-    sharded, single = _weights(ranks[0]["model_dir"]), _weights(Path(tmp_path / name / "model"))
+    # "full" was continued by "resumed" in the same folder: its step-1 weights are in its checkpoint
+    # (also gathered from the shards); the single-process run's export is its step 1
+    folder = out / "full" / "checkpoints" / "checkpoint-1" / "model" if name == "full" else ranks[0]["model_dir"]
+    sharded, single = _weights(folder), _weights(Path(tmp_path / name / "model"))
     start = {k: v for k, v in _weights(micro_model_dir).items()}
     assert set(sharded) == set(single)
     moved = 0.0
@@ -126,3 +133,20 @@ def test_lora_adapter_export_reloads_to_the_merged_model(sharded_run, micro_mode
     assert any(float(v.abs().max()) > 0 for k, v in adapter.items() if "lora_B" in k)  # trained, not the zero init
     for k, v in exported.items():
         torch.testing.assert_close(merged[k], v, rtol=0, atol=1e-6, msg=k)
+
+
+@pytest.mark.slow
+def test_checkpoint_saved_and_resumed_under_sharding(sharded_run):
+    from trainers.checkpoint import list_checkpoints, verify_checkpoint
+
+    kind, out, results, _ = sharded_run
+    assert [r["steps"] for r in results["resumed"]] == [2, 2]
+    checkpoints = list_checkpoints(out / "full" / "checkpoints")
+    assert [p.name for p in checkpoints] == ["checkpoint-1", "checkpoint-2"]
+    for p in checkpoints:
+        verify_checkpoint(p)
+        assert (p / "accelerate_state").is_dir()  # the sharded optimizer state, through accelerate
+    step1, step2 = (_weights(p / "model") for p in checkpoints)
+    assert max(float((step2[k] - step1[k]).abs().max()) for k in step1) > 1e-3  # the resumed step trained
+    adapter = _weights(out / "lora" / "checkpoints" / "checkpoint-1" / "model")
+    assert adapter and all("lora_" in k for k in adapter)  # a LoRA checkpoint holds the gathered adapter

@@ -38,6 +38,10 @@ SHARDED = ("fsdp2", "zero3")  # parameters are sharded: every rank must take par
 DEFAULT_COLLECTIVE_TIMEOUT_S = 1800.0
 
 
+_FSDP1 = ("the accelerate config asks for FSDP version 1, which rlenv does not support: set `fsdp_version: 2` "
+          "in its fsdp_config (see examples/accelerate/fsdp.yaml)")
+
+
 class DistributedSetupError(RuntimeError):
     """The parallelism asked for cannot run, or is not what accelerate set up."""
 
@@ -94,6 +98,8 @@ def make_accelerator(**kwargs) -> Any:
     from accelerate.utils import InitProcessGroupKwargs
 
     asked = requested()
+    if asked == "fsdp1":  # refused before accelerate builds (and on CPU, rejects) an FSDP1 plugin
+        raise DistributedSetupError(_FSDP1)
     timeout = datetime.timedelta(seconds=collective_timeout())
     kwargs = dict(kwargs)
     kwargs["kwargs_handlers"] = list(kwargs.get("kwargs_handlers") or []) + [InitProcessGroupKwargs(timeout=timeout)]
@@ -143,9 +149,7 @@ def _fsdp_on_cpu(accelerator: Any) -> None:
         return
     plugin = FullyShardedDataParallelPlugin()  # reads FSDP_VERSION, FSDP_AUTO_WRAP_POLICY, …
     if plugin.fsdp_version != 2:
-        raise DistributedSetupError("the accelerate config asks for FSDP version 1, which rlenv does not "
-                                    "support: set `fsdp_version: 2` in its fsdp_config (see "
-                                    "examples/accelerate/fsdp.yaml)")
+        raise DistributedSetupError(_FSDP1)
     if accelerator.mixed_precision != "no":
         plugin.set_mixed_precision(accelerator.mixed_precision)
     state.fsdp_plugin = plugin
@@ -186,8 +190,7 @@ def check_parallelism(accelerator: Any, asked: Optional[str] = None) -> dict:
             f"({accelerator.distributed_type}): each would train alone. On a machine without GPUs "
             "launch with `ACCELERATE_USE_CPU=1` or let rlenv build the accelerator (trainers do)")
     if asked == "fsdp1" or got["type"] == "fsdp1":
-        raise DistributedSetupError("FSDP version 1 is not supported: set `fsdp_version: 2` in the "
-                                    "accelerate config's fsdp_config (see examples/accelerate/fsdp.yaml)")
+        raise DistributedSetupError(_FSDP1)
     if got["type"] not in KINDS:
         raise DistributedSetupError(f"DeepSpeed stage {got['type'][4:]} is not supported: use zero_stage 2 "
                                     "(optimizer and gradients sharded) or 3 (parameters too)")

@@ -289,8 +289,13 @@ class BaseTrainer:
         if self.distributed["type"] == "fsdp2":
             # one forward through the FSDP root, so its lazy initialisation happens here, on every rank,
             # and not in whichever submodule an engine calls first (FSDP2 then rejects the call)
+            from torch.distributed.fsdp import FSDPModule
+
             with torch.no_grad():
                 self.model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=self.device))
+            for module in self.model.modules():  # units kept unsharded after a forward (the root, the
+                if isinstance(module, FSDPModule):  # embedding/head group) would not load a checkpoint
+                    module.reshard()
         self._prepared = True
 
     # -- one step --------------------------------------------------------------------------------
