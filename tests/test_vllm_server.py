@@ -126,6 +126,18 @@ def test_documented_command_gives_hf_greedy_tokens_after_a_sync(server, micro_mo
         engine.sync_weights(model)
         after, want = _greedy(engine, model)
         assert after == want and after != got
+        # a LoRA policy: the adapter merged beside the base reaches the server, the base stays as it was
+        from peft import LoraConfig, get_peft_model
+
+        lora = get_peft_model(_hf(micro_model_dir), LoraConfig(r=4, lora_alpha=32, target_modules="all-linear",
+                                                               init_lora_weights=False))
+        base = {n: p.detach().clone() for n, p in lora.named_parameters() if "lora_" not in n}
+        engine.sync_weights(lora)
+        merged = get_peft_model(_hf(micro_model_dir), lora.peft_config["default"])
+        merged.load_state_dict(lora.state_dict())
+        got, want = _greedy(engine, merged.merge_and_unload().eval())
+        assert got == want
+        assert all(torch.equal(p, base[n]) for n, p in lora.named_parameters() if "lora_" not in n)
     finally:
         engine.close()
 
