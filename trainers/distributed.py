@@ -232,6 +232,27 @@ def collective_guard(accelerator: Any, where):
         ) from e
 
 
+def mean_over_ranks(accelerator: Any, metrics: dict) -> dict:
+    """Each metric averaged over the ranks that reported it. Ranks may report different keys (a rank
+    whose micro-batches were all placeholders, a verifier failure on one rank only): the key sets
+    are united first — reducing tensors of different lengths would hang or mix keys up."""
+    if accelerator.num_processes == 1:
+        return metrics
+    import torch.distributed as dist
+
+    key_sets = [None] * accelerator.num_processes
+    dist.all_gather_object(key_sets, sorted(metrics))
+    keys = sorted(set().union(*key_sets))
+    if not keys:
+        return {}
+    device = accelerator.device
+    values = torch.tensor([float(metrics.get(k, 0.0)) for k in keys], dtype=torch.float64, device=device)
+    present = torch.tensor([float(k in metrics) for k in keys], dtype=torch.float64, device=device)
+    values = accelerator.reduce(values * present, reduction="sum")
+    present = accelerator.reduce(present, reduction="sum")
+    return {k: float(v / n) for k, v, n in zip(keys, values.tolist(), present.tolist()) if n > 0}
+
+
 def all_ranks_max(accelerator: Any, value: float) -> float:
     """The largest ``value`` over all ranks (the value itself with one process)."""
     if accelerator.num_processes == 1:

@@ -67,7 +67,8 @@ import torch
 
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .config import TrainConfig
-from .distributed import (collective_guard, describe, make_accelerator, prepare_reference, refuse_unsupported)
+from .distributed import (collective_guard, describe, make_accelerator, mean_over_ranks, prepare_reference,
+                          refuse_unsupported)
 from .metrics_log import MetricsLogger
 from .modeling import apply_lora, enable_gradient_checkpointing, load_model, make_reference
 
@@ -352,23 +353,8 @@ class BaseTrainer:
         return out
 
     def _reduce_metrics(self, metrics: dict) -> dict:
-        """Average each metric over the processes that reported it. Ranks may report different keys
-        (a rank whose micro-batches were all placeholders, a verifier failure on one rank only), so
-        the key sets are united first — reducing tensors of different lengths would hang or mix keys."""
-        acc = self.accelerator
-        if acc.num_processes == 1:
-            return metrics
-        import torch.distributed as dist
-
-        key_sets = [None] * acc.num_processes
-        dist.all_gather_object(key_sets, sorted(metrics))
-        keys = sorted(set().union(*key_sets))
-        if not keys:
-            return {}
-        values = torch.tensor([float(metrics.get(k, 0.0)) for k in keys], dtype=torch.float64, device=self.device)
-        present = torch.tensor([float(k in metrics) for k in keys], dtype=torch.float64, device=self.device)
-        values, present = acc.reduce(values * present, reduction="sum"), acc.reduce(present, reduction="sum")
-        return {k: float(v / n) for k, v, n in zip(keys, values.tolist(), present.tolist()) if n > 0}
+        """Average each metric over the processes that reported it (see :func:`mean_over_ranks`)."""
+        return mean_over_ranks(self.accelerator, metrics)
 
     def _should_stop(self) -> bool:
         flag = float(self._stop.is_set())

@@ -39,8 +39,8 @@ from rlenv.engines.full_weights import full_state_dict, sharding, unwrap_model
 from rlenv.engines.hf import encode_prompt
 from rlenv.engines.openai import OpenAIEngine, OpenAIEngineError
 from rlenv.engines.vllm_server import (NCCLTransfer, SyncDir, WeightSyncError, barrier, broadcast_from_rank0,
-                                       free_port, log_tail, rank_and_world, server_command, start_server,
-                                       stop_server)
+                                       cli_flag, free_port, log_tail, rank_and_world, server_command, socket_host,
+                                       start_server, stop_server)
 from rlenv.engines.vllm_weights import hf_named_weights, weight_buckets
 
 __all__ = ["VLLMEngine", "WeightSyncError", "import_vllm", "is_available", "save_for_vllm", "SYNC_METHODS"]
@@ -262,7 +262,7 @@ class VLLMEngine(Engine):
             self._sync_dir = SyncDir(root)
         if own_server and self.rank == 0:
             port = free_port()
-            extra = [a for k, v in llm_kwargs.items() for a in _cli_flag(k, v)]
+            extra = [a for k, v in llm_kwargs.items() for a in cli_flag(k, v)]
             cmd = server_command(self.model_path, port=port, dtype=self.dtype, seed=seed, tensor_parallel_size=tp,
                                  data_parallel_size=dp, max_model_len=max_model_len, on_cuda=_on_cuda(),
                                  gpu_memory_utilization=gpu_mem,
@@ -430,27 +430,3 @@ class VLLMEngine(Engine):
         if self._owned_dir is not None:
             shutil.rmtree(self._owned_dir, ignore_errors=True)
             self._owned_dir = None
-
-
-def _cli_flag(key: str, value: Any) -> list[str]:
-    """``max_num_seqs=8`` → ``["--max-num-seqs", "8"]`` (booleans as bare flags / ``--no-``)."""
-    flag = "--" + key.replace("_", "-")
-    if value is True:
-        return [flag]
-    if value is False:
-        return ["--no-" + key.replace("_", "-")]
-    if isinstance(value, (dict, list)):
-        import json
-
-        return [flag, json.dumps(value)]
-    return [flag, str(value)]
-
-
-def socket_host() -> str:
-    """This machine's address as other machines see it (for the NCCL rendezvous)."""
-    import socket
-
-    try:
-        return socket.gethostbyname(socket.getfqdn())
-    except OSError:
-        return socket.gethostbyname(socket.gethostname())

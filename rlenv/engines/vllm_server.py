@@ -101,6 +101,28 @@ def server_command(model_path: str, *, port: int, dtype: str, seed: int, tensor_
     return cmd + list(extra_args)
 
 
+def cli_flag(key: str, value: Any) -> list[str]:
+    """``max_num_seqs=8`` → ``["--max-num-seqs", "8"]`` (booleans as bare flags / ``--no-``)."""
+    flag = "--" + key.replace("_", "-")
+    if value is True:
+        return [flag]
+    if value is False:
+        return ["--no-" + key.replace("_", "-")]
+    if isinstance(value, (dict, list)):
+        import json
+
+        return [flag, json.dumps(value)]
+    return [flag, str(value)]
+
+
+def socket_host() -> str:
+    """This machine's address as other machines see it (for the NCCL rendezvous)."""
+    try:
+        return socket.gethostbyname(socket.getfqdn())
+    except OSError:
+        return socket.gethostbyname(socket.gethostname())
+
+
 def start_server(cmd: list[str], port: int, log_path: Path, startup_timeout: float,
                  probe: Callable[[str], bool]) -> tuple[subprocess.Popen, str]:
     """Start ``cmd`` (logging to ``log_path``) and wait until ``probe(url)`` is true; returns the
