@@ -221,13 +221,14 @@ def save_checkpoint(root: str | os.PathLike, step: int, *, accelerator: Any, mod
         tmp.mkdir()
     accelerator.wait_for_everyone()
 
+    from rlenv.engines.full_weights import adapter_state_dict, full_state_dict
+
     unwrapped = accelerator.unwrap_model(model)
-    state_dict = accelerator.get_state_dict(model)  # gathers ZeRO-3 / FSDP shards (collective)
+    # full tensors, gathered block by block under FSDP2 / ZeRO-3 (a collective), kept by the main process
+    is_peft = hasattr(unwrapped, "peft_config")
+    state_dict = (adapter_state_dict if is_peft else full_state_dict)(model, keep=main)
     if main:
-        if hasattr(unwrapped, "peft_config"):
-            unwrapped.save_pretrained(tmp / "model", safe_serialization=True)
-        else:
-            unwrapped.save_pretrained(tmp / "model", state_dict=state_dict, safe_serialization=True)
+        unwrapped.save_pretrained(tmp / "model", state_dict=state_dict, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / "model")
         for name, module in (extra_modules or {}).items():

@@ -2,8 +2,9 @@
 
 The base class does everything that is not the algorithm: model loading (a path, hub id or
 ``preset:tiny``; LoRA through peft or full fine-tuning; gradient checkpointing), the reference model
-(adapters disabled under LoRA, a frozen copy otherwise, none when not needed), accelerate device
-placement, mixed precision and distribution (DDP / DeepSpeed / FSDP via ``accelerate launch``),
+(adapters disabled under LoRA, else a frozen model loaded like the policy and sharded like it, none
+when not needed), accelerate device placement, mixed precision and distribution (DDP, DeepSpeed
+ZeRO-2/3 or FSDP2 via ``accelerate launch``, checked and reported by :mod:`trainers.distributed`),
 AdamW, the LR schedule (``transformers.get_scheduler``), gradient accumulation
 (``accelerator.accumulate``), clipping, logging (``metrics.jsonl``, the ``report_to`` trackers
 through accelerate, a curve PNG), a
@@ -54,7 +55,6 @@ next stage loads), ``steps``, ``stopped_early`` and the eval history.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import os
 import shutil
@@ -68,6 +68,8 @@ import torch
 
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .config import TrainConfig
+from .distributed import (collective_guard, describe, make_accelerator, mean_over_ranks, prepare_reference,
+                          refuse_unsupported)
 from .metrics_log import MetricsLogger, resolve_trackers, tracker_dir
 from .modeling import apply_lora, compute_dtype, enable_gradient_checkpointing, load_model, make_reference
 
@@ -106,7 +108,7 @@ class BaseTrainer:
 
     def __init__(self, model: Any, config: Optional[TrainConfig] = None, *, tokenizer: Any = None,
                  env: Any = None):
-        from accelerate import Accelerator
+        model_arg = model
         from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
 
         config = self.config_class() if config is None else config
@@ -119,22 +121,16 @@ class BaseTrainer:
 
             env = rlenv.make(env)
         self.env = env
-        kwargs = dict(mixed_precision=_mixed_precision(config.mixed_precision),
-                      gradient_accumulation_plugin=GradientAccumulationPlugin(
-                          num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False),
-                      step_scheduler_with_optimizer=False, log_with=resolve_trackers(config.report_to) or None,
-                      project_config=ProjectConfiguration(logging_dir=str(tracker_dir(config.output_dir))))
-        try:
-            self.accelerator = Accelerator(**kwargs)
-        except ValueError as e:
-            # accelerate keeps one process-wide state; a single process that built an Accelerator
-            # with another precision before (a previous stage, another library) may start afresh
-            from accelerate.state import AcceleratorState, PartialState
-
-            if "already been initialized" not in str(e) or PartialState().num_processes > 1:
-                raise
-            AcceleratorState._reset_state(reset_partial_state=True)
-            self.accelerator = Accelerator(**kwargs)
+        # the launcher's parallelism (DDP / FSDP2 / ZeRO), checked: a sharding config that accelerate
+        # would silently run as something else stops here (trainers.distributed)
+        self.accelerator = make_accelerator(
+            mixed_precision=_mixed_precision(config.mixed_precision),
+            gradient_accumulation_plugin=GradientAccumulationPlugin(
+                num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False),
+            step_scheduler_with_optimizer=False, log_with=resolve_trackers(config.report_to) or None,
+            project_config=ProjectConfiguration(logging_dir=str(tracker_dir(config.output_dir))))
+        self.distributed = describe(self.accelerator)
+        self._phase = "setup"
         self.device = self.accelerator.device
         set_seed(config.seed)
         model, self.tokenizer = load_model(model, kind=self.model_kind, dtype=config.model_dtype,
@@ -144,8 +140,11 @@ class BaseTrainer:
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         self.model = model
-        self.ref = make_reference(model, needed=self.needs_reference(),
-                                  dtype=compute_dtype(self.accelerator.mixed_precision))
+        # a policy given as a path gets a reference loaded from that path (built like the policy,
+        # e.g. partitioned at load under ZeRO-3), sharded like it in _prepare
+        self.ref = make_reference(model, needed=self.needs_reference(), source=model_arg,
+                                  kind=self.model_kind, dtype=config.model_dtype, tokenizer=self.tokenizer,
+                                  store_dtype=compute_dtype(self.accelerator.mixed_precision))
         self.extra_modules: dict = {}
         self._module_lr: dict = {}  # extra module name -> its own learning rate
         self.train_rows: list = []
@@ -285,13 +284,22 @@ class BaseTrainer:
                 cfg["train_micro_batch_size_per_gpu"] = self.config.per_device_train_batch_size
             if cfg.get("gradient_clipping", "auto") == "auto":
                 cfg["gradient_clipping"] = self.config.max_grad_norm
+        refuse_unsupported(acc, extra_modules=self.extra_modules, trainer=type(self).__name__)
         names = list(self.extra_modules)
         prepared = acc.prepare(self.model, *self.extra_modules.values(), self.optimizer)
         self.model, self.optimizer = prepared[0], prepared[-1]
         self.extra_modules = dict(zip(names, prepared[1:-1]))
-        if self.ref is not None:
-            self.ref.to(self.device)
-            self.ref.autocast = acc.autocast
+        prepare_reference(self.ref, acc)
+        if self.distributed["type"] == "fsdp2":
+            # one forward through the FSDP root, so its lazy initialisation happens here, on every rank,
+            # and not in whichever submodule an engine calls first (FSDP2 then rejects the call)
+            from torch.distributed.fsdp import FSDPModule
+
+            with torch.no_grad():
+                self.model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=self.device))
+            for module in self.model.modules():  # units kept unsharded after a forward (the root, the
+                if isinstance(module, FSDPModule):  # embedding/head group) would not load a checkpoint
+                    module.reshard()
         self._prepared = True
 
     # -- one step --------------------------------------------------------------------------------
@@ -311,13 +319,22 @@ class BaseTrainer:
         grad_norms = []
         self.model.train()
         for mb in micro:
+            # a placeholder (a micro-batch this rank has no rows for) still runs the forward and
+            # backward, so this rank joins the gradient all-reduce (DDP) and the parameter gathers
+            # (FSDP2, ZeRO-3) of the others; its loss is multiplied by 0 and it reports no metrics
+            placeholder = isinstance(mb, dict) and bool(mb.get("placeholder"))
             mb = _to_device(mb, self.device)
             with acc.accumulate(self.model, *self.extra_modules.values()):
                 loss, metrics = self.compute_loss(self.model, mb)
+                if placeholder:
+                    loss, metrics = loss * 0.0, {}
                 acc.backward(loss)
                 if acc.sync_gradients:
                     if c.max_grad_norm > 0:
-                        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                        # in module order: accelerate's FSDP branch compares this list with the
+                        # model's own (list ==), which breaks on the optimizer's grouped order
+                        params = [p for m in (self.model, *self.extra_modules.values())
+                                  for p in m.parameters() if p.requires_grad]
                         norm = acc.clip_grad_norm_(params, c.max_grad_norm)
                         if norm is not None:
                             grad_norms.append(float(norm))
@@ -325,6 +342,8 @@ class BaseTrainer:
                 if acc.sync_gradients and not acc.optimizer_step_was_skipped:
                     self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
+            if placeholder:
+                continue
             metrics = dict(metrics, loss=loss.detach())
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
@@ -337,13 +356,8 @@ class BaseTrainer:
         return out
 
     def _reduce_metrics(self, metrics: dict) -> dict:
-        """Average each metric over processes (every process has the same keys)."""
-        if self.accelerator.num_processes == 1 or not metrics:
-            return metrics
-        keys = sorted(metrics)
-        t = torch.tensor([float(metrics[k]) for k in keys], device=self.device)
-        t = self.accelerator.reduce(t, reduction="mean")
-        return dict(zip(keys, t.tolist()))
+        """Average each metric over the processes that reported it (see :func:`mean_over_ranks`)."""
+        return mean_over_ranks(self.accelerator, metrics)
 
     def _should_stop(self) -> bool:
         flag = float(self._stop.is_set())
@@ -380,17 +394,23 @@ class BaseTrainer:
         """Export the trained model with ``save_pretrained`` (+ tokenizer) for the next stage or for
         serving. Under LoRA the adapter is merged into a copy of the base (the adapter alone goes
         to ``adapter/``). Returns the folder."""
+        from rlenv.engines.full_weights import adapter_state_dict, full_state_dict
+
         folder = Path(folder or Path(self.config.output_dir) / "model")
         acc = self.accelerator
-        state_dict = acc.get_state_dict(self.model)
+        model = self.unwrapped_model
+        is_peft = hasattr(model, "peft_config")
+        # gathered block by block on every rank (FSDP2 / ZeRO-3), kept by the main process; LoRA is
+        # merged beside the base weights — the trained model itself is never modified
+        state_dict = full_state_dict(self.model, keep=acc.is_main_process)
+        adapter = adapter_state_dict(self.model, keep=acc.is_main_process) if is_peft else None
         if acc.is_main_process:
-            model = self.unwrapped_model
             tmp = folder.with_name(folder.name + ".tmp")
             if tmp.exists():
                 shutil.rmtree(tmp)
-            if hasattr(model, "peft_config"):
-                model.save_pretrained(tmp / "adapter")
-                copy.deepcopy(model).merge_and_unload().save_pretrained(tmp, safe_serialization=True)
+            if is_peft:
+                model.save_pretrained(tmp / "adapter", state_dict=adapter, safe_serialization=True)
+                model.get_base_model().save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
             else:
                 model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
@@ -430,12 +450,17 @@ class BaseTrainer:
         self._stop.set()
 
     def _evaluate(self) -> dict:
+        from rlenv.engines.full_weights import gathered
+
         if type(self).evaluate is BaseTrainer.evaluate and (self.env is None or self.config.eval_num_tasks == 0):
             return {}
         metrics = {}
-        if self.accelerator.is_main_process:
-            metrics = {f"eval/{k}" if not k.startswith("eval/") else k: v for k, v in self.evaluate().items()}
-        self.accelerator.wait_for_everyone()
+        # the main process evaluates alone: under FSDP2 / ZeRO-3 every rank gathers the weights once
+        # first, so its forwards need nobody else (they would otherwise wait for the idle ranks)
+        with gathered(self.model):
+            if self.accelerator.is_main_process:
+                metrics = {f"eval/{k}" if not k.startswith("eval/") else k: v for k, v in self.evaluate().items()}
+            self.accelerator.wait_for_everyone()
         if metrics:
             self.eval_history.append(dict(metrics, step=self.global_step))
             self.logger.log(self.global_step, metrics)
@@ -460,16 +485,24 @@ class BaseTrainer:
         last: dict = {}
         stopped = False
         last_saved = self.global_step if resumed else -1
-        with self._signals():
+        d = self.distributed
+        if acc.is_main_process:  # the run log says which parallelism actually runs
+            print(f"rlenv: {type(self).__name__} distributed={d['type']} world_size={d['world_size']} "
+                  f"backend={d['backend']}", flush=True)
+        with self._signals(), collective_guard(acc, self._where):
             if self.global_step == 0:
+                self._phase = "evaluation"
                 self._evaluate()
             while self.global_step < total:
                 t0 = time.perf_counter()
+                self._phase = "rollout / step data"
                 data = self.next_step_data()
                 metrics = dict(self.step_metrics(data))
+                self._phase = "training step"
                 metrics.update(self.training_step(data))
                 metrics["lr"] = self.scheduler.get_last_lr()[0]
                 metrics["step_time_s"] = time.perf_counter() - t0
+                self._phase = "metrics reduction"
                 metrics = self._reduce_metrics(metrics)
                 self.global_step += 1
                 bar.update(1)
@@ -478,22 +511,32 @@ class BaseTrainer:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()
                                      if k in ("loss", "reward", "pass_rate", "accuracy")})
                 if c.eval_every and self.global_step % c.eval_every == 0 and self.global_step < total:
+                    self._phase = "evaluation"
                     self._evaluate()
+                self._phase = "stop check / checkpoint"
                 stopped = self._should_stop()
                 if (c.save_steps and self.global_step % c.save_steps == 0) or stopped:
                     self.save_checkpoint()
                     last_saved = self.global_step
                 if stopped:
                     break
-        bar.close()
-        if not stopped:
-            final_eval = self._evaluate()
-            last = dict(last, **final_eval)
-            if c.save_steps and last_saved != self.global_step:
-                self.save_checkpoint()
-        model_dir = self.save_model()
+            bar.close()
+            if not stopped:
+                self._phase = "final evaluation"
+                final_eval = self._evaluate()
+                last = dict(last, **final_eval)
+                if c.save_steps and last_saved != self.global_step:
+                    self.save_checkpoint()
+            self._phase = "model export"
+            model_dir = self.save_model()
         self.logger.plot(title=type(self).__name__)
         self.logger.close()
         return {"output_dir": c.output_dir, "model_dir": str(model_dir), "steps": self.global_step,
                 "stopped_early": stopped, "time_s": time.perf_counter() - start, "metrics": last,
-                "eval_history": list(self.eval_history)}
+                "eval_history": list(self.eval_history), "distributed": dict(d)}
+
+    def _where(self) -> str:
+        """Where the loop is, for error messages: the step being made and its phase."""
+        done = self.global_step
+        step = done if self._phase in ("final evaluation", "model export") else done + 1
+        return f"step {step} ({self._phase})"

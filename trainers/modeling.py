@@ -178,21 +178,29 @@ class Reference:
         return self
 
 
-def make_reference(model: Any, needed: bool = True, dtype: Optional[torch.dtype] = None) -> Optional[Reference]:
+def make_reference(model: Any, needed: bool = True, *, source: Any = None, kind: str = "causal_lm",
+                   dtype: str = "float32", tokenizer: Any = None,
+                   store_dtype: Optional[torch.dtype] = None) -> Optional[Reference]:
     """The reference for ``model`` (call before wrapping it for distribution): None when not
-    ``needed`` (β = 0), adapters disabled under LoRA, else a frozen deep copy in eval mode.
+    ``needed`` (β = 0), adapters disabled under LoRA, else a frozen model in eval mode — loaded
+    again from ``source`` (with the policy's ``dtype`` setting) when the policy came from a path, so
+    it is built the way the policy was (e.g. partitioned at load under ZeRO-3), a deep copy of the
+    policy otherwise. Shard it like the policy with :func:`trainers.distributed.prepare_reference`.
 
-    ``dtype``: the dtype the policy computes in (:func:`compute_dtype`; bf16 under bf16 mixed
-    precision). The frozen copy is stored in it: nothing updates it, so float32 master weights would
-    only double its memory. (Under autocast the policy's norms and residual stream stay float32, so
-    its step-0 log-probs differ from the bf16 copy's by bf16 rounding.)"""
+    ``store_dtype``: the dtype the policy computes in (:func:`compute_dtype`; bf16 under bf16 mixed
+    precision). A float32 frozen model is stored in it: nothing updates it, so float32 master
+    weights would only double its memory. (Under autocast the policy's norms and residual stream
+    stay float32, so its step-0 log-probs differ from the bf16 copy's by bf16 rounding.)"""
     if not needed:
         return None
     if hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):
         return Reference(model)
-    frozen = copy.deepcopy(model)
-    if dtype is not None and next(frozen.parameters()).dtype == torch.float32:
-        frozen = frozen.to(dtype)
+    if isinstance(source, (str, os.PathLike)):
+        frozen, _ = load_model(source, kind=kind, dtype=dtype, tokenizer=tokenizer)
+    else:
+        frozen = copy.deepcopy(model)
+    if store_dtype is not None and next(frozen.parameters()).dtype == torch.float32:
+        frozen = frozen.to(store_dtype)
     frozen.eval()
     frozen.requires_grad_(False)
     return Reference(model, frozen)

@@ -17,12 +17,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Any, Optional, Sequence
 
 import torch
 
+from .distributed import SHARDED, all_ranks_max
 from .loop import BaseTrainer
 from .logprobs import forward_token_logprobs
 
@@ -226,7 +228,8 @@ class OnlineTrainer(BaseTrainer):
             replace the env's rubric.
         tokenizer: loaded with the model when None.
         engine: a ready :class:`rlenv.engines.Engine`; by default one is built from
-            ``config.engine`` on the policy itself.
+            ``config.engine`` (:class:`rlenv.engines.config.EngineConfig`) on the
+            policy itself.
         curriculum: an :class:`rlenv.curriculum.Curriculum`; each step's rollout pass rate is fed to
             it and the env is rebuilt at the next level when it says so. ``env`` defaults to
             ``curriculum.make_env()``.
@@ -266,7 +269,7 @@ class OnlineTrainer(BaseTrainer):
         c = self.config
         seed = self._seed(round_)
         self._extend_rubric()  # the env may have been rebuilt (curriculum, resume) since the last rollout
-        self.engine.sync_weights(self.unwrapped_model, adapter_only=c.lora is not None)
+        self._sync_engine()
         params = c.sampling_params(seed=seed)
         # one engine call for the whole step: decoding is bound by reading the weights once per
         # token, so 64 rows in one batch cost about what 16 do; the rollout's default of four chunks
@@ -322,24 +325,55 @@ class OnlineTrainer(BaseTrainer):
         if not set(names) <= set(rubric.names):  # an env rebuilt with the old rubric may have them
             target.rubric = rubric.extended(components, others_weight=others_weight)
 
+    def _sync_engine(self) -> None:
+        """Push the policy's weights to the engine once per optimizer step (not once per dynamic
+        sampling round: the weights did not change). Every rank reaches the first rollout of a step
+        together, so the sync's gathers (FSDP2 / ZeRO-3) line up."""
+        version = getattr(self, "_policy_version", 0)
+        if getattr(self, "_synced_version", None) != version:
+            self.engine.sync_weights(self.unwrapped_model, adapter_only=self.config.lora is not None)
+            self._synced_version = version
+
+    @property
+    def _lockstep(self) -> bool:
+        """True when the policy is sharded over several ranks: every forward of a sharded model is a
+        collective, so each rank must run the same number of them."""
+        return self.accelerator.num_processes > 1 and self.distributed["type"] in SHARDED
+
     @torch.no_grad()
     def score_logprobs(self, model: Any, batch: Any, chunks: list) -> torch.Tensor:
         """No-grad log-probs ``[B, T]`` (aligned with ``input_ids``) of every row, one forward per
-        length-sorted chunk — the reference pass, or π_old when μ > 1."""
+        length-sorted chunk — the reference pass, or π_old when μ > 1. Empty chunks are skipped —
+        except under sharding, where every rank runs as many forwards as the busiest rank (the
+        extra ones on a placeholder row, discarded)."""
         out = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
+        chunks = list(chunks)
+        if self._lockstep:
+            busiest = int(all_ranks_max(self.accelerator, len(chunks)))
+            chunks += [torch.zeros(0, dtype=torch.long)] * (busiest - len(chunks))
         for rows in chunks:
-            if len(rows) == 0:  # more micro-batches than rows (a small mini-batch with accumulation)
+            if len(rows) == 0 and not self._lockstep:
                 continue
-            mb = gather_rows(batch, rows, {}, {})
+            mb = gather_rows(batch, rows if len(rows) else torch.arange(1), {}, {})
             lp, _ = completion_logprobs(model, mb["input_ids"].to(self.device), mb["attention_mask"].to(self.device),
                                         mb["start"], self.config.temperature)
-            out[rows, mb["start"]:mb["start"] + lp.shape[1]] = lp.float().cpu()
+            if len(rows):
+                out[rows, mb["start"]:mb["start"] + lp.shape[1]] = lp.float().cpu()
         return out
 
     # -- loop hooks ------------------------------------------------------------------------------
     def next_step_data(self) -> Any:
+        """The step's rollout (:meth:`make_step_data`). With the HF engine on a sharded policy the
+        weights are gathered once for the whole rollout (all dynamic-sampling rounds): ranks then
+        generate independently, however many prompts each draws."""
+        from rlenv.engines.full_weights import gathered
+        from rlenv.engines.hf import HFEngine
+
         self.timing = {}
-        return self.make_step_data()
+        shares_policy = isinstance(self.engine, HFEngine)  # built here on first use, by every rank
+        context = gathered(self.model) if (shares_policy and self._lockstep) else contextlib.nullcontext()
+        with context:
+            return self.make_step_data()
 
     def make_step_data(self) -> "StepData":
         """The step's rollout, prepared for :meth:`micro_batches` (subclasses implement)."""
@@ -349,18 +383,25 @@ class OnlineTrainer(BaseTrainer):
         return data.metrics
 
     def micro_batches(self, data: "StepData") -> list:
-        """One dict of tensors per micro-batch (``{"rows": empty}`` when a micro-batch got no rows),
-        each carrying the loss ``normalizer`` it shares with its optimizer update."""
+        """One dict of tensors per micro-batch, each carrying the loss ``normalizer`` it shares with its
+        optimizer update. A micro-batch that got no rows (fewer rows than micro-batches; under dynamic
+        sampling a rank may keep fewer groups than another) becomes a **placeholder**: real rows of
+        this step, run through the same forward and backward with the loss multiplied by 0, so this
+        rank still takes part in the gradient all-reduce and the parameter gathers."""
+        filler = next((rows for rows in data.chunks if len(rows)), torch.arange(min(2, len(data.batch))))
         out = []
         for rows, norm in zip(data.chunks, data.normalizers):
-            mb = gather_rows(data.batch, rows, data.per_token, data.per_row) if len(rows) else {"rows": rows}
+            mb = gather_rows(data.batch, rows if len(rows) else filler, data.per_token, data.per_row)
             mb["normalizer"] = norm
+            if not len(rows):
+                mb["placeholder"] = True
             out.append(mb)
         return out
 
     def training_step(self, data: Any) -> dict:
         t0 = time.perf_counter()
         out = super().training_step(data)
+        self._policy_version = getattr(self, "_policy_version", 0) + 1  # the engine's weights are stale now
         train_s = time.perf_counter() - t0 + self.timing.get("prep_s", 0.0)
         out["time/training_s"] = train_s
         out["time/generation_s"] = self.timing.get("generation_s", 0.0)

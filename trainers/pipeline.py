@@ -14,8 +14,9 @@ registered :class:`trainers.stages.StageSpec` (config, trainer, whether it gener
 Each stage writes to ``<output_dir>/<index>-<kind>/``: ``model/`` (the exported model),
 ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``, ``curves.png``, ``samples.jsonl`` (eval
 samples; ``pairs.jsonl`` for pair-trained stages) and ``stage.json`` (its result, written last — a
-rerun skips stages that have one). A summary table (pass rate before → after, time) is printed
-with rich and saved as ``<output_dir>/summary.json``.
+rerun skips stages that have one). A summary table (pass rate before → after, time, the parallelism that ran) is printed
+with rich by rank 0 and saved as ``<output_dir>/summary.json``, each stage's entry recording
+``distributed: {type, world_size, backend}`` (see :mod:`trainers.distributed`).
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ def run_plan(plan: RunPlan, print_summary: bool = True) -> list[dict]:
     """Run the stages of a :class:`RunPlan` in order (see the module docstring)."""
     check_env_before_training(plan)
     plan.output_dir.mkdir(parents=True, exist_ok=True)
+    main = int(os.environ.get("RANK", "0")) == 0  # torchrun / accelerate launch set RANK on every rank
     model = plan.model
     reward_model: Optional[str] = None
     results = []
@@ -164,20 +166,23 @@ def run_plan(plan: RunPlan, print_summary: bool = True) -> list[dict]:
             result = {"index": index, "kind": stage.kind, "model_dir": out["model_dir"], "steps": out["steps"],
                       "metric": key.split("/")[-1], "before": before, "after": after,
                       "stopped_early": out["stopped_early"], "time_s": time.perf_counter() - start,
-                      "final_metrics": out.get("metrics", {})}
+                      "final_metrics": out.get("metrics", {}),
+                      "distributed": out.get("distributed")}  # {type, world_size, backend} that ran
             del trainer
             if out["stopped_early"]:
                 results.append(result)
                 break
-            _write_json(marker, result)
+            if main:
+                _write_json(marker, result)
         results.append(result)
         if stage.stage_type.produces == "reward_model":
             reward_model = result["model_dir"]
         else:
             model = result["model_dir"]
-    _write_json(plan.output_dir / "summary.json", results)
-    if print_summary:
-        print_table(results, title=plan.title)
+    if main:  # under `accelerate launch` every rank runs this; one writes and prints
+        _write_json(plan.output_dir / "summary.json", results)
+        if print_summary:
+            print_table(results, title=plan.title)
     return results
 
 
@@ -190,10 +195,13 @@ def print_table(results: list[dict], title: str = "") -> None:
         return "—" if v is None else f"{100 * v:.1f}%"
 
     table = Table(title=f"rlenv train: {title}" if title else "rlenv train")
-    for col in ("#", "stage", "metric", "before", "after", "steps", "time", "model"):
+    for col in ("#", "stage", "metric", "before", "after", "steps", "time", "parallel", "model"):
         table.add_column(col, justify="right" if col in ("#", "before", "after", "steps", "time") else "left")
     for r in results:
         status = " (done earlier)" if r.get("skipped") else (" (stopped)" if r.get("stopped_early") else "")
+        d = r.get("distributed") or {}
+        parallel = f"{d['type']} ×{d['world_size']}" if d else "—"
         table.add_row(str(r["index"]), r["kind"] + status, r.get("metric", ""), fmt(r.get("before")),
-                      fmt(r.get("after")), str(r.get("steps", "")), f"{r.get('time_s', 0):.0f}s", r["model_dir"])
+                      fmt(r.get("after")), str(r.get("steps", "")), f"{r.get('time_s', 0):.0f}s", parallel,
+                      r["model_dir"])
     Console().print(table)

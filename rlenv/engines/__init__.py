@@ -4,6 +4,10 @@
     from rlenv.engines import make_engine, SamplingParams
     engine = make_engine("hf", model=model, tokenizer=tokenizer)
     completions = engine.generate([[{"role": "user", "content": "2+2?"}]], SamplingParams(n=4, seed=0))
+
+:func:`build_engine` builds one from engine *settings* — the run spec's ``engine`` section or a
+trainer config's ``engine`` field (:class:`rlenv.engines.config.EngineConfig`): every field reaches
+the engine.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 from .base import Completion, Engine, SamplingParams
 
-__all__ = ["Engine", "SamplingParams", "Completion", "make_engine", "ENGINES"]
+__all__ = ["Engine", "SamplingParams", "Completion", "make_engine", "build_engine", "ENGINES"]
 
 #: engine name -> (module, class); modules are imported only when asked for (vLLM is heavy and optional)
 ENGINES = {
@@ -48,3 +52,23 @@ def make_engine(kind: str = "hf", model: Any = None, tokenizer: Any = None, **kw
             raise ValueError("make_engine('hf') needs model= (a model object or a path)")
         return cls(model, **kwargs)
     return cls(model=model, **kwargs)
+
+
+def build_engine(settings: Any, model: Any = None, tokenizer: Any = None, **extra: Any) -> Engine:
+    """Build the engine ``settings`` describe (an engine name, a dict of
+    :class:`~rlenv.engines.config.EngineConfig` fields or the object itself) on ``model``: each
+    setting becomes the constructor argument of the same meaning (see
+    :meth:`~rlenv.engines.config.EngineConfig.arguments`), ``options`` are passed through."""
+    from .config import EngineConfig
+
+    kind, kwargs = EngineConfig.coerce(settings).arguments()
+    kwargs.update(extra)
+    if kind == "openai":
+        base_url = kwargs.pop("base_url")
+        if not base_url:
+            raise ValueError("engine: the openai engine needs server_url, the URL of an OpenAI-compatible "
+                             "server (e.g. http://127.0.0.1:8000/v1)")
+        if not isinstance(model, str):  # the trainer's model object: ask the server for its name
+            model = kwargs.pop("model", "")
+        return make_engine(kind, model=model, tokenizer=tokenizer, base_url=base_url, **kwargs)
+    return make_engine(kind, model=model, tokenizer=tokenizer, **kwargs)

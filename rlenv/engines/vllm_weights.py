@@ -1,7 +1,8 @@
 """Turn a trainer's HF model into the ``(name, tensor)`` stream vLLM loads, in layer-aligned buckets.
 
 Kept apart from :mod:`rlenv.engines.vllm` because it needs no vLLM: it is plain torch/peft and is
-tested on its own.
+tested on its own. The weights themselves come from :mod:`rlenv.engines.full_weights` (gathered
+per block under FSDP2 / ZeRO-3, LoRA merged beside the base, never in place).
 
 Two facts about vLLM 0.32 shape this module:
 
@@ -18,90 +19,50 @@ Two facts about vLLM 0.32 shape this module:
 
 from __future__ import annotations
 
-import contextlib
-import re
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Optional
 
 import torch
 
-_BLOCK = re.compile(r"^(.*?\.layers\.\d+)\.")
+from .full_weights import group_key, iter_full_weights, unwrap_model
+
+__all__ = ["unwrap_model", "hf_named_weights", "weight_buckets"]
 
 
-def unwrap_model(model: Any) -> Any:
-    """Strip DDP/accelerate wrappers (``.module``) and ``torch.compile``'s ``_orig_mod``."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None or inner is model:
-            return model
-        model = inner
+def hf_named_weights(model: Any, keep: Optional[bool] = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """The model's full weights under HF checkpoint names (LoRA merged beside the base), with
+    ``lm_head.weight`` present even when tied — see :func:`rlenv.engines.full_weights.iter_full_weights`.
+    A collective under sharding (every rank iterates; ranks that do not keep get Nones)."""
+    return iter_full_weights(model, keep)
 
 
-@contextlib.contextmanager
-def merged_adapter(model: Any):
-    """While inside, a peft model has its LoRA merged into the base weights (undone on exit);
-    any other model passes through untouched."""
-    is_peft = hasattr(model, "merge_adapter") and hasattr(model, "peft_config")
-    if is_peft:
-        model.merge_adapter()
-    try:
-        yield model
-    finally:
-        if is_peft:
-            model.unmerge_adapter()
-
-
-def _hf_name(name: str) -> str | None:
-    """peft's parameter name → the plain HF checkpoint name; None for adapter-only tensors."""
-    if "lora_" in name or ".original_module." in name:
-        return None
-    name = name.removeprefix("base_model.model.")
-    return name.replace(".base_layer.", ".").replace(".modules_to_save.default.", ".")
-
-
-def hf_named_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
-    """The model's weights under HF checkpoint names (call inside :func:`merged_adapter` for peft),
-    with ``lm_head.weight`` present even when it is tied to the input embedding."""
-    model = unwrap_model(model)
-    seen = set()
-    embed = None
-    for name, tensor in model.state_dict().items():
-        hf = _hf_name(name)
-        if hf is None or hf in seen:
-            continue
-        seen.add(hf)
-        if hf.endswith("embed_tokens.weight"):
-            embed = tensor
-        yield hf, tensor.detach()
-    config = getattr(model, "config", None)
-    if "lm_head.weight" not in seen and embed is not None and getattr(config, "tie_word_embeddings", False):
-        yield "lm_head.weight", embed.detach()
-
-
-def _group_key(name: str) -> str:
-    """Weights that must travel together: one transformer block, or embedding + tied head."""
-    match = _BLOCK.match(name)
-    if match:
-        return match.group(1)
-    if name.startswith("lm_head.") or "embed_tokens" in name:
-        return "embeddings"
-    return name.rsplit(".", 1)[0]
-
-
-def weight_buckets(named: Iterator[tuple[str, torch.Tensor]],
-                   bucket_bytes: int) -> list[list[tuple[str, torch.Tensor]]]:
+def weight_buckets(named: Iterable[tuple[str, Optional[torch.Tensor]]],
+                   bucket_bytes: int) -> Iterator[list[tuple[str, Optional[torch.Tensor]]]]:
     """Pack ``(name, tensor)`` pairs into buckets of at most ``bucket_bytes`` (a single group larger
-    than that gets a bucket of its own), never splitting one block or the embedding/head pair."""
-    groups: dict[str, list[tuple[str, torch.Tensor]]] = {}
-    for name, tensor in named:
-        groups.setdefault(_group_key(name), []).append((name, tensor))
-    buckets, current, size = [], [], 0
-    for group in groups.values():
-        nbytes = sum(t.numel() * t.element_size() for _, t in group)
-        if current and size + nbytes > bucket_bytes:
-            buckets.append(current)
+    than that gets a bucket of its own), never splitting one block or the embedding/head pair.
+
+    A generator: a bucket is handed on as soon as it is full, so a sharded model is gathered one
+    bucket at a time rather than whole. The stream must arrive grouped (blocks contiguous, the tied
+    ``lm_head.weight`` last), which :func:`hf_named_weights` guarantees."""
+    current, size, group, group_name, group_size = [], 0, [], None, 0
+
+    def flush_group():
+        nonlocal current, size
+        if current and size + group_size > bucket_bytes:
+            yield current
             current, size = [], 0
         current.extend(group)
-        size += nbytes
+        size += group_size
+
+    for name, tensor in named:
+        key = group_key(name)
+        if key != group_name and group:
+            yield from flush_group()
+            group, group_size = [], 0
+        group_name = key
+        group.append((name, tensor))
+        if tensor is not None:
+            group_size += tensor.numel() * tensor.element_size()
+    if group:
+        yield from flush_group()
     if current:
-        buckets.append(current)
-    return buckets
+        yield current
