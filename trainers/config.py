@@ -83,6 +83,9 @@ class TrainConfig(_Checks):
     model_dtype: str = "float32"  # weights' dtype when loading; auto: bf16 on CUDA, float32 on CPU
     gradient_checkpointing: bool = False
     seed: int = 0
+    # AdamW's fused kernel (one kernel per update instead of ~8 small ops per tensor; CPU update
+    # 5.9 -> 1.4 ms on the tiny model): None = where the device supports it, True = required, False = off
+    fused_adamw: Optional[bool] = None
     logging_steps: int = 1
     save_steps: int = 0  # 0: save only at the end (and on SIGINT/SIGTERM)
     save_total_limit: Optional[int] = 2
@@ -115,6 +118,8 @@ class TrainConfig(_Checks):
             self._fail("max_steps", "a positive int (or -1: run num_epochs epochs)", self.max_steps)
         if self.max_steps == -1 and not hasattr(self, "num_epochs"):
             self._fail("max_steps", "a positive int for this trainer (it has no epochs)", self.max_steps)
+        if self.fused_adamw not in (None, True, False):
+            self._fail("fused_adamw", "None (fused where the device supports it), true or false", self.fused_adamw)
         if self.save_total_limit is not None and self.save_total_limit < 1:
             self._fail("save_total_limit", "None or >= 1", self.save_total_limit)
         if not self.output_dir:
