@@ -108,7 +108,7 @@ def shared_prefix_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: 
     p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, logits_to_keep=1)
     cache, first = out.past_key_values, out.logits[:, -1]
-    cache.batch_select_indices(idx.to(input_ids.device))  # [groups] → [rows]; gradients sum back
+    _rows_of_groups(cache, idx.to(input_ids.device))  # [groups] → [rows]; gradients sum back
     # completions (and anything after the prompt), right-padded from column 0
     lengths = attention_mask.long().sum(-1)
     clen = lengths - plen
@@ -120,7 +120,8 @@ def shared_prefix_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: 
     c_pos = plen[:, None] + ac[None]
     logits = model(input_ids=c_ids, attention_mask=mask, position_ids=c_pos, past_key_values=cache,
                    use_cache=True).logits
-    logits = torch.cat([first[idx][:, None], logits[:, :-1]], 1)  # logit j predicts completion token j
+    first = first.index_select(0, idx.to(first.device))
+    logits = torch.cat([first[:, None], logits[:, :-1]], 1)  # logit j predicts completion token j
     if temperature != 1.0:
         logits = logits / temperature
     lp = selective_log_softmax(logits, c_ids)
@@ -134,6 +135,22 @@ def shared_prefix_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: 
         e = entropy_from_logits(logits.detach())
         ent = torch.zeros(len(plen), W, dtype=e.dtype, device=e.device).index_put((rows, cols), e[c_valid])
     return out_lp, ent
+
+
+def _rows_of_groups(cache: Any, idx: torch.Tensor) -> None:
+    """Expand a prompt cache from one row per group to one row per sample (``idx``: row → group),
+    in place. ``index_select`` rather than ``cache.batch_select_indices``: its backward sums the
+    rows' gradients into each group with ``index_add_`` (in row order), where advanced indexing's
+    backward (``index_put_`` with accumulate) adds them with atomics across threads on CPU, so two
+    same-seed runs with more than one thread drifted apart (~1e-6 in the weights after a few steps)."""
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):
+        cache.batch_select_indices(idx)  # another cache layout: its own selection
+        return
+    for layer in layers:
+        if layer.keys is not None and layer.keys.numel():
+            layer.keys = layer.keys.index_select(0, idx)
+            layer.values = layer.values.index_select(0, idx)
 
 
 def policy_logprobs(model: Any, mb: dict, temperature: float = 1.0, with_entropy: bool = False):
