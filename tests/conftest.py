@@ -4,8 +4,8 @@ suite's fixed seeds and threads.
 Every test starts from the same global RNG state (``random``, numpy, torch seeded with 0) and runs
 torch on one intra-op thread, so its numbers are a function of its code, not of the test order or
 of how busy the CPU is; subprocesses (CLI runs, ``accelerate launch``) inherit
-``OMP_NUM_THREADS=1``. A test that studies threads sets them itself (:data:`DEFAULT_THREADS` is
-what torch chose for this machine before the suite pinned anything).
+``OMP_NUM_THREADS=1``. A test of what a user's default run does asks for ``default_threads``
+(torch's own choice for this machine, read before the suite pinned anything).
 
     python -m pytest -q                # everything (CI; < 15 min on 2 cores)
     python -m pytest -q -m "not slow"  # the fast default while developing (no end-to-end runs)
@@ -43,6 +43,15 @@ def _fixed_seeds_and_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def default_threads() -> int:
+    """Run the test on torch's own thread count for this machine, at least 2 (so that the intra-op
+    threads really split the work): for tests of what a user's default run does. Returns it."""
+    threads = max(2, DEFAULT_THREADS)
+    torch.set_num_threads(threads)  # the autouse fixture, set up first, restores its own afterwards
+    return threads
 
 
 @pytest.fixture(scope="session")

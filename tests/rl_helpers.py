@@ -39,6 +39,17 @@ def make_env():
     return rlenv.make("arithmetic-v0", **ENV_KWARGS)
 
 
+def grpo_config(out, seed: int = 0, fused_adamw: Optional[bool] = None, **overrides):
+    """The GRPO learning recipe (test_grpo.py, and test_faulty_run.py with faults): 30 steps of
+    8 prompts x 8 samples, lr 3e-5, no KL, 16 new tokens, from the pinned start."""
+    from trainers.config import GRPOConfig
+
+    kw = dict(output_dir=str(out), max_steps=30, learning_rate=3e-5, num_prompts_per_step=8, group_size=8,
+              max_new_tokens=16, beta=0.0, report_to="none", progress_bar=False, seed=seed, fused_adamw=fused_adamw,
+              **EVAL)
+    return GRPOConfig(**dict(kw, **overrides))
+
+
 def start_info() -> dict:
     """``start.json`` of the pinned start: its recipe and measured greedy pass rate."""
     return json.loads((START_DIR / "start.json").read_text())

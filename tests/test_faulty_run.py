@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from tests.rl_helpers import EVAL, eval_pass_rates, make_env, one_thread, rl_start  # noqa: F401
+from tests.rl_helpers import eval_pass_rates, make_env, one_thread, rl_start  # noqa: F401
 from trainers.config import GRPOConfig
 from trainers.grpo import GRPOTrainer
 from trainers.metrics_log import read_metrics
@@ -71,13 +71,13 @@ class FaultyVerifier:
 
 class ProbedGRPO(GRPOTrainer):
     """GRPO that records, per step, the failed rows and their loss mask, and pauses the faults
-    while it evaluates."""
-
-    faults: FaultyVerifier = None
+    (the :class:`FaultyVerifier` in its env's rubric) while it evaluates."""
 
     def setup(self):
         super().setup()
         self.probes = []
+        self.faults = next(c.verifier for c in self.env.unwrapped.rubric.components
+                           if isinstance(c.verifier, FaultyVerifier))
 
     def make_step_data(self):
         data = super().make_step_data()
@@ -100,21 +100,16 @@ FAULTY_MIN_GAIN, FAULTY_MIN_END = 0.10, 0.85
 
 
 def learn(start: str, out, seed: int = 0, fused_adamw=None, **overrides) -> dict:
-    """The test's core: test_grpo.py's learning run (30 steps from the pinned start) with the
-    faulty verifier; returns ``train()``'s result plus the ``trainer``, ``faults`` and ``env``."""
+    """The test's core: test_grpo.py's learning run with the faulty verifier in the env's rubric;
+    returns ``train()``'s result plus the ``trainer``, the ``faults`` and the ``env``."""
     from tasks.arithmetic import correct
+    from tests.test_grpo import learn as grpo_learn
 
     faults = FaultyVerifier(correct, seed=seed)
     env = make_env()
     env.unwrapped.rubric = Rubric([Component(faults, 1.0, name="correct", timeout=CALL_LIMIT_S)])
-    cfg = GRPOConfig(**dict(dict(output_dir=str(out), max_steps=30, learning_rate=3e-5, num_prompts_per_step=8,
-                                 group_size=8, max_new_tokens=16, beta=0.0, report_to="none", progress_bar=False,
-                                 seed=seed, fused_adamw=fused_adamw, **EVAL), **overrides))
-    with one_thread():
-        trainer = ProbedGRPO(start, env, cfg)
-        trainer.faults = faults
-        result = trainer.train()
-    return dict(result, trainer=trainer, faults=faults, env=env)
+    result = grpo_learn(start, out, seed, fused_adamw, trainer_class=ProbedGRPO, env=env, **overrides)
+    return dict(result, faults=faults, env=env)
 
 
 @pytest.mark.slow

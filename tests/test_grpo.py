@@ -15,12 +15,6 @@ from trainers.online import (build_env, gather_rows, informative_groups, micro_b
                              overlong_penalty, shape_rewards)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():  # see tests.rl_helpers.one_thread
-        yield
-
-
 def _batch(rewards, groups, failed=None, truncated=None, lengths=None):
     B = len(rewards)
     lengths = torch.tensor(lengths or [3] * B)
@@ -101,12 +95,9 @@ def test_dynamic_sampling_refills_with_informative_groups(micro_model_dir, tmp_p
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly(micro_model_dir, tmp_path):
+def test_resume_continues_exactly(micro_model_dir, tmp_path, default_threads):
     """Stop after step 2, resume, and steps 3–4 have the uninterrupted run's losses and end with
     its weights, bit for bit, on torch's own thread count (at least 2)."""
-    from tests.conftest import DEFAULT_THREADS
-
-    torch.set_num_threads(max(2, DEFAULT_THREADS))  # the autouse fixture restores one thread
     kw = dict(num_iterations=2, beta=0.05, gradient_accumulation_steps=2, save_steps=2)
     full = GRPOTrainer(micro_model_dir, "arithmetic-v0", _config(tmp_path / "full", max_steps=4, **kw),
                        verifiers=[_odd_length])
@@ -131,22 +122,20 @@ def test_resume_continues_exactly(micro_model_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_same_seed_gives_the_same_weights_at_the_default_thread_count(rl_start, tmp_path):
+def test_same_seed_gives_the_same_weights_at_the_default_thread_count(rl_start, tmp_path, default_threads):
     """Two GRPO runs with one seed, on torch's own thread count (at least 2, so the intra-op
     threads really split the work), end with bit-identical weights. (The prompt cache shared by a
     group's samples once spread its gradient back with atomic adds across threads, and same-seed
     runs drifted apart by ~1e-6; see docs/training.md, "Same seed, same result".)"""
     from transformers import AutoModelForCausalLM
 
-    from tests.conftest import DEFAULT_THREADS
-    from tests.rl_helpers import make_env
+    from tests.rl_helpers import fused_adamw, make_env
 
-    torch.set_num_threads(max(2, DEFAULT_THREADS))  # the autouse fixture restores one thread
     weights = []
     for run in ("a", "b"):
         cfg = GRPOConfig(output_dir=str(tmp_path / run), max_steps=2, learning_rate=1e-4, num_prompts_per_step=8,
                          group_size=8, max_new_tokens=16, beta=0.0, report_to="none", progress_bar=False,
-                         eval_num_tasks=0, seed=0)
+                         eval_num_tasks=0, seed=0, fused_adamw=fused_adamw())
         trainer = GRPOTrainer(rl_start, make_env(), cfg)
         trainer.train()
         weights.append({k: v.detach().clone() for k, v in trainer.unwrapped_model.state_dict().items()})
@@ -162,16 +151,18 @@ def test_same_seed_gives_the_same_weights_at_the_default_thread_count(rl_start, 
 GRPO_MIN_GAIN, GRPO_MIN_END = 0.10, 0.85
 
 
-def learn(start: str, out, seed: int = 0, fused_adamw=None, **overrides) -> dict:
-    """The learning test's core: 30 GRPO steps (8 prompts x 8 samples, lr 3e-5, no KL) from the
-    pinned start on two-digit addition; returns ``train()``'s result."""
-    from tests.rl_helpers import EVAL, make_env
+def learn(start: str, out, seed: int = 0, fused_adamw=None, trainer_class=GRPOTrainer, env=None,
+          **overrides) -> dict:
+    """The learning test's core: the GRPO recipe (:func:`tests.rl_helpers.grpo_config`) from the
+    pinned start on two-digit addition; returns ``train()``'s result and the ``trainer``.
+    (``trainer_class`` / ``env``: the faulty-verifier test and the spread script's random-reward
+    control swap in their own.)"""
+    from tests.rl_helpers import grpo_config, make_env
 
-    kw = dict(output_dir=str(out), max_steps=30, learning_rate=3e-5, num_prompts_per_step=8, group_size=8,
-              max_new_tokens=16, beta=0.0, report_to="none", progress_bar=False, seed=seed, fused_adamw=fused_adamw,
-              **EVAL)
     with one_thread():
-        return GRPOTrainer(start, make_env(), GRPOConfig(**dict(kw, **overrides))).train()
+        trainer = trainer_class(start, env if env is not None else make_env(),
+                                grpo_config(out, seed, fused_adamw, **overrides))
+        return dict(trainer.train(), trainer=trainer)
 
 
 @pytest.mark.slow

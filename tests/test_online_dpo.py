@@ -10,12 +10,6 @@ from trainers.config import OnlineDPOConfig
 from trainers.online_dpo import OnlineDPOTrainer, best_worst_pairs
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():  # see tests.rl_helpers.one_thread
-        yield
-
-
 def test_best_worst_pairs_skip_ties_and_invalid():
     r = torch.tensor([0.0, 1.0, 0.5, 1.0, 1.0, 0.0, 9.0])
     g = torch.tensor([0, 0, 0, 1, 1, 2, 2])

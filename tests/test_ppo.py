@@ -10,12 +10,6 @@ from trainers.config import PPOConfig
 from trainers.ppo import PPOTrainer, ValueHead, policy_and_value
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():  # see tests.rl_helpers.one_thread
-        yield
-
-
 def _config(tmp_path, **kw):
     base = dict(output_dir=str(tmp_path), max_steps=1, learning_rate=1e-3, num_prompts_per_step=2, group_size=2,
                 max_new_tokens=6, report_to="none", progress_bar=False, eval_num_tasks=0)
