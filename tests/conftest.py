@@ -1,14 +1,57 @@
-"""Shared fixtures: a tiny random model saved and reloaded through the normal HF path."""
+"""Shared fixtures: a tiny random model saved and reloaded through the normal HF path, and the
+suite's fixed seeds and threads.
+
+Every test starts from the same global RNG state (``random``, numpy, torch seeded with 0) and runs
+torch on one intra-op thread, so its numbers are a function of its code, not of the test order or
+of how busy the CPU is; subprocesses (CLI runs, ``accelerate launch``) inherit
+``OMP_NUM_THREADS=1``. A test of what a user's default run does asks for ``default_threads``
+(torch's own choice for this machine, read before the suite pinned anything).
+
+    python -m pytest -q                # everything (CI; < 15 min on 2 cores)
+    python -m pytest -q -m "not slow"  # the fast default while developing (no end-to-end runs)
+"""
 
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
+import torch
+
+#: torch's own intra-op thread count on this machine (what a user's run gets), read before pinning
+DEFAULT_THREADS = torch.get_num_threads()
+SEED = 0
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# subprocesses (torch reads it at start-up): one thread each, so two of them on a 2-core machine
+# do not fight over the cores, and their numbers do not depend on the machine's core count
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _fixed_seeds_and_threads():
+    """Each test: global RNGs seeded with :data:`SEED`, torch on one thread (restored afterwards)."""
+    import numpy as np
+
+    random.seed(SEED)
+    np.random.seed(SEED)
+    torch.manual_seed(SEED)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def default_threads() -> int:
+    """Run the test on torch's own thread count for this machine, at least 2 (so that the intra-op
+    threads really split the work): for tests of what a user's default run does. Returns it."""
+    threads = max(2, DEFAULT_THREADS)
+    torch.set_num_threads(threads)  # the autouse fixture, set up first, restores its own afterwards
+    return threads
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +72,8 @@ def micro_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def single_thread():
-    """Run a module's tiny-model work on one intra-op thread (restored afterwards): for ~1 M-parameter
-    models one thread is as fast, and it keeps tests from crawling when the CPU is oversubscribed."""
-    import torch
-
+    """One intra-op thread for a module's tiny-model work, module-scoped fixtures included (the
+    autouse per-test pinning starts too late for those); restored afterwards."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -1,5 +1,6 @@
 """Run by tests/test_distributed.py under ``accelerate launch``: one training step of a trainer,
-then print a digest of the weights on each rank (not a test module itself)."""
+then print a digest of the weights on each rank and save its weights and the gradient the optimizer
+stepped with (not a test module itself)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,24 @@ def digest(model) -> str:
     return h.hexdigest()
 
 
+def record_gradients(trainer) -> dict:
+    """Fill the returned dict with each parameter's gradient as the optimizer sees it (after the
+    all-reduce and clipping), by name, at every update."""
+    names = {id(p): n for n, p in trainer.unwrapped_model.named_parameters()}
+    grads: dict = {}
+
+    def pre_step(optimizer, args, kwargs):
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and id(p) in names:
+                    grads[names[id(p)]] = p.grad.detach().cpu().clone()
+
+    trainer._prepare()
+    inner = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate's wrapper holds it
+    inner.register_step_pre_hook(pre_step)
+    return grads
+
+
 def main(kind: str, model_dir: str, out: str, per_device: int) -> None:
     common = dict(output_dir=out, max_steps=1, learning_rate=1e-2, report_to="none", progress_bar=False,
                   lr_scheduler="constant", seed=0)
@@ -44,11 +63,13 @@ def main(kind: str, model_dir: str, out: str, per_device: int) -> None:
     else:
         raise SystemExit(f"unknown kind {kind}")
     before = digest(trainer.unwrapped_model)
+    grads = record_gradients(trainer)
     trainer.train()
     after = digest(trainer.unwrapped_model)
     weights = {k: v.detach().cpu() for k, v in trainer.unwrapped_model.state_dict().items()}
     rank = trainer.accelerator.process_index
     torch.save(weights, f"{out}/weights_rank{rank}.pt")
+    torch.save(grads, f"{out}/grads_rank{rank}.pt")
     print("RESULT " + json.dumps({"kind": kind, "rank": rank, "world": trainer.accelerator.num_processes,
                                   "before": before, "after": after,
                                   "distributed_type": str(trainer.accelerator.distributed_type)}), flush=True)

@@ -1,6 +1,7 @@
 """Distribution is real: ``accelerate launch --num_processes 2`` on CPU (gloo, DDP) runs a DPO step
-and a GRPO step; both ranks end with identical weights, and the DPO step equals one
-single-process step on the union of the two ranks' batches (the gradients were all-reduced)."""
+and a GRPO step; both ranks step with the same gradient and end with identical weights, and the DPO
+step's gradient equals one single-process step's on the union of the two ranks' batches (the
+gradients were all-reduced and averaged)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_steps(micro_model_dir, tmp_path):
+def test_two_process_ddp_steps(micro_model_dir, tmp_path, single_thread):
     kinds = ["dpo"] + (["grpo"] if importlib.util.find_spec("trainers.grpo") else [])
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
@@ -45,24 +46,35 @@ def test_two_process_ddp_steps(micro_model_dir, tmp_path):
         w0 = torch.load(tmp_path / kind / "weights_rank0.pt", weights_only=True)
         w1 = torch.load(tmp_path / kind / "weights_rank1.pt", weights_only=True)
         assert all(torch.equal(w0[k], w1[k]) for k in w0)
+        g0 = torch.load(tmp_path / kind / "grads_rank0.pt", weights_only=True)
+        g1 = torch.load(tmp_path / kind / "grads_rank1.pt", weights_only=True)
+        assert g0 and g0.keys() == g1.keys() and all(torch.equal(g0[k], g1[k]) for k in g0), kind
 
-    # one process with a batch of 4 sees the same rows as 2 ranks × 2: the same update
+    # what DDP promises: every rank steps with the mean of the ranks' gradients. One process with a
+    # batch of 4 sees the same rows as 2 ranks x 2 (the same seeded order), and DPO's loss is a mean
+    # over pairs, so its gradient is that mean. The weights after an Adam step are no fair witness:
+    # Adam's first update is ~lr*sign(g), so a gradient within float noise of 0 flips its weight by 2*lr.
     sys.path.insert(0, str(HERE))
-    from dist_step import PAIRS
+    from dist_step import PAIRS, record_gradients
 
     from trainers.config import DPOConfig
     from trainers.dpo import DPOTrainer
 
     single = DPOTrainer(micro_model_dir, DPOConfig(output_dir=str(tmp_path / "single"), max_steps=1,
                                                    learning_rate=1e-2, report_to="none", progress_bar=False,
-                                                   lr_scheduler="constant", per_device_train_batch_size=4, beta=0.1),
+                                                   lr_scheduler="constant", per_device_train_batch_size=4, beta=0.1,
+                                                   seed=0),
                         train_dataset=PAIRS)
+    expected = record_gradients(single)
     single.train()
-    w0 = torch.load(tmp_path / "dpo" / "weights_rank0.pt", weights_only=True)
-    moved = 0.0
-    for k, v in single.unwrapped_model.state_dict().items():
-        # Adam's first step is ~lr·sign(g): a gradient within float noise of 0 may move its weight by
-        # ~1e-5 differently, so compare at 1 % of the lr (1e-2) instead of bit for bit
-        torch.testing.assert_close(w0[k], v, rtol=0, atol=1e-4, msg=k)
-        moved = max(moved, float((v - single.ref.frozen.state_dict()[k]).abs().max()))
-    assert moved > 5e-3  # the update itself is ~lr, far above the tolerance
+    averaged = torch.load(tmp_path / "dpo" / "grads_rank0.pt", weights_only=True)
+    assert set(averaged) == set(expected) and expected
+    scale = max(float(g.abs().max()) for g in expected.values())
+    for k, g in expected.items():
+        # the two sides sum the same per-row terms in another order (one batch of 4 vs two batches of
+        # 2 averaged by the all-reduce); float32 reassociation moves a sum by a few ulps of its largest
+        # terms: measured 4.6e-7 of the largest gradient entry (ATEN_CPU_CAPABILITY default and avx2),
+        # so 1e-5 of it (~80 ulps) leaves 20x room, while a wrong reduction (a sum instead of the mean,
+        # or one rank's gradient alone) is off by O(scale)
+        torch.testing.assert_close(averaged[k], g, rtol=1e-4, atol=1e-5 * scale, msg=k)
+    assert scale > 1e-3  # the gradients are far from zero, so the comparison has teeth

@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.rl_helpers import one_thread, sft_start  # noqa: F401  (the shared SFT warm-start fixture)
+from tests.rl_helpers import one_thread, rl_start  # noqa: F401  (the pinned start fixture)
 from trainers.config import PPOConfig
 from trainers.ppo import PPOTrainer, ValueHead, policy_and_value
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    with one_thread():  # see tests.rl_helpers.one_thread
-        yield
 
 
 def _config(tmp_path, **kw):
@@ -79,18 +73,30 @@ def test_ppo_step_trains_value_head_and_keeps_kl_state(micro_model_dir, tmp_path
     assert trainer.kl_ctl.value != 0.05  # the adaptive controller moved β
 
 
-#: the pass-rate gain (absolute, on 128 held-out tasks) the learning test requires
-PPO_MARGIN = 0.10
+#: what the learning test requires of the greedy pass rate (128 held-out tasks); see its docstring
+PPO_MIN_GAIN, PPO_MIN_END = 0.10, 0.85
+
+
+def learn(start: str, out, seed: int = 0, fused_adamw=None, **overrides) -> dict:
+    """The learning test's core: 30 PPO steps (16 prompts x 4 samples, 2 epochs, lr 3e-5, KL 0.01 in
+    the reward) from the pinned start on two-digit addition; returns ``train()``'s result."""
+    from tests.rl_helpers import EVAL, make_env
+
+    kw = dict(output_dir=str(out), max_steps=30, learning_rate=3e-5, num_prompts_per_step=16, group_size=4,
+              max_new_tokens=16, ppo_epochs=2, kl_coef=0.01, vf_coef=0.1, report_to="none", progress_bar=False,
+              seed=seed, fused_adamw=fused_adamw, **EVAL)
+    with one_thread():
+        return PPOTrainer(start, make_env(), PPOConfig(**dict(kw, **overrides))).train()
 
 
 @pytest.mark.slow
-def test_ppo_raises_pass_rate_over_sft_start(sft_start, tmp_path):  # noqa: F811
-    from tests.rl_helpers import EVAL, eval_pass_rates, make_env
+def test_ppo_raises_pass_rate_over_sft_start(rl_start, tmp_path):  # noqa: F811
+    """PPO raises the pinned start's greedy pass rate from the verifier's reward alone.
 
-    cfg = PPOConfig(output_dir=str(tmp_path), max_steps=60, learning_rate=3e-5, num_prompts_per_step=16,
-                    group_size=4, max_new_tokens=16, ppo_epochs=2, kl_coef=0.01, vf_coef=0.1, report_to="none",
-                    progress_bar=False, seed=0, **EVAL)
-    result = PPOTrainer(sft_start, make_env(), cfg).train()
-    before, after = eval_pass_rates(result)
+    Spread (tests/measure_learning_spread.py): SPREAD."""
+    from tests.rl_helpers import check_start, eval_pass_rates, fused_adamw
+
+    before, after = eval_pass_rates(learn(rl_start, tmp_path, seed=0, fused_adamw=fused_adamw()))
     print(f"PPO pass rate {before:.3f} -> {after:.3f}")
-    assert after >= before + PPO_MARGIN, (before, after)
+    check_start(before)
+    assert after - before >= PPO_MIN_GAIN and after >= PPO_MIN_END, (before, after)

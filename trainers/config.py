@@ -149,6 +149,9 @@ class TrainConfig(LoggingConfig):
     model_dtype: ModelDtype = "auto"  # auto: float32 on CPU; on CUDA float32 trained weights (bf16 autocast), bf16 frozen ones
     gradient_checkpointing: bool = False
     seed: int = 0
+    # AdamW's fused kernel (one kernel per update instead of ~8 small ops per tensor; CPU update
+    # 5.9 -> 1.4 ms on the tiny model): None = where the device supports it, True = required, False = off
+    fused_adamw: Optional[bool] = None
     save_steps: int = 0  # 0: save only at the end (and on SIGINT/SIGTERM)
     save_total_limit: Optional[int] = 2
     resume_from_checkpoint: Optional[str] = None  # None | "latest" | path of a checkpoint dir

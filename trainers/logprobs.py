@@ -230,14 +230,16 @@ def forward_token_logprobs(model: Any, labels: torch.Tensor, *, temperature: flo
     if head is None:
         out = model(**inputs)
         logits = out.logits[:, -labels.shape[1]:]
-        logits = logits[rows] if rows is not None else logits
+        # index_select, not logits[rows]: its backward adds the shared rows in order (advanced
+        # indexing's adds them with atomics across CPU threads, so same-seed runs drifted apart)
+        logits = logits.index_select(0, rows) if rows is not None else logits
         lp, ent = logits_logprobs(logits, labels, temperature, with_entropy)
         return out, lp, ent
     result: dict = {}
 
     def chunked_head(hidden: torch.Tensor) -> torch.Tensor:
         h = hidden[:, -labels.shape[1]:]
-        h = h[rows] if rows is not None else h
+        h = h.index_select(0, rows) if rows is not None else h  # in-order backward, as above
         lp, ent = head_logprobs(h, head.weight, head.bias, labels, temperature, with_entropy)
         result["entropy"] = ent
         # returned as the model's "logits" so the log-probs leave through the model's output:

@@ -74,6 +74,10 @@ from .metrics_log import MetricsLogger, resolve_trackers, tracker_dir
 from .modeling import apply_lora, compute_dtype, enable_gradient_checkpointing, load_model, make_reference
 
 
+#: device types torch's fused AdamW kernel runs on (``fused_adamw: None`` uses it there)
+FUSED_ADAMW_DEVICES = ("cpu", "cuda", "xpu", "mps")
+
+
 def _mixed_precision(setting: str) -> Optional[str]:
     if setting != "auto":
         return setting
@@ -266,10 +270,27 @@ class BaseTrainer:
             raise ValueError("the model has no trainable parameters")
         param_groups = [{"params": ps, "lr": lr, "weight_decay": c.weight_decay if decayed else 0.0}
                         for (lr, decayed), ps in groups.items()]
-        self.optimizer = torch.optim.AdamW(param_groups, lr=c.learning_rate)
+        self.optimizer = self._adamw(param_groups)
         self._total = self.total_steps()
         self.scheduler = get_scheduler(c.lr_scheduler, self.optimizer, num_warmup_steps=c.warmup_steps,
                                        num_training_steps=self._total * self.updates_per_step())
+
+    def _adamw(self, param_groups: list) -> torch.optim.Optimizer:
+        """AdamW with the kernel ``config.fused_adamw`` asks for (None: fused where the device
+        supports it). Fused and per-tensor kernels round differently (last bits of each update),
+        so a run's numbers depend on the choice, never its behaviour."""
+        want = self.config.fused_adamw
+        if want is None:
+            want = self.device.type in FUSED_ADAMW_DEVICES
+        if want:
+            try:
+                return torch.optim.AdamW(param_groups, lr=self.config.learning_rate, fused=True)
+            except (RuntimeError, ValueError) as e:  # a dtype or device the fused kernel lacks
+                if self.config.fused_adamw:
+                    raise ValueError(f"fused_adamw=True, but torch's fused AdamW cannot take this model's "
+                                     f"parameters on {self.device} ({e}); set fused_adamw to false, or leave "
+                                     f"it unset to use the fused kernel only where it works") from e
+        return torch.optim.AdamW(param_groups, lr=self.config.learning_rate)  # torch's default kernel
 
     def _prepare(self) -> None:
         if self._prepared:
@@ -383,8 +404,13 @@ class BaseTrainer:
         path = resolve_resume(self.config.resume_from_checkpoint, self.checkpoints_dir)
         if path is None:
             return None
+        kernels = [(g.get("fused"), g.get("foreach")) for g in self.optimizer.param_groups]
         state = load_checkpoint(path, accelerator=self.accelerator, model=self.model, optimizer=self.optimizer,
                                 scheduler=self.scheduler, extra_modules=self.extra_modules)
+        # the checkpoint's param groups carry the kernel flags of the run that saved it; the kernel is
+        # this run's choice (fused_adamw), not state
+        for g, (fused, foreach) in zip(self.optimizer.param_groups, kernels):
+            g["fused"], g["foreach"] = fused, foreach
         self.global_step = int(state["global_step"])
         self.load_data_state(state.get("data", {}))
         self.eval_history = list(state.get("eval_history", []))

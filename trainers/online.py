@@ -120,7 +120,7 @@ def shared_prefix_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: 
         model, c_ids[:, :1], temperature=temperature, with_entropy=with_entropy, rows=idx.to(input_ids.device),
         input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
-    cache.batch_select_indices(idx.to(input_ids.device))  # [groups] → [rows]; gradients sum back
+    _rows_of_groups(cache, idx.to(input_ids.device))  # [groups] → [rows]; gradients sum back
     mask = torch.cat([p_mask[idx], c_valid.long()], 1)
     c_pos = plen[:, None] + ac[None]
     # completion position j predicts token j + 1 (the last one predicts nothing: scored on any token)
@@ -139,6 +139,22 @@ def shared_prefix_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: 
         e = torch.cat([e_first, e_rest[:, :-1]], 1)
         ent = torch.zeros(len(plen), W, dtype=e.dtype, device=e.device).index_put((rows, cols), e[c_valid])
     return out_lp, ent
+
+
+def _rows_of_groups(cache: Any, idx: torch.Tensor) -> None:
+    """Expand a prompt cache from one row per group to one row per sample (``idx``: row → group),
+    in place. ``index_select`` rather than ``cache.batch_select_indices``: its backward sums the
+    rows' gradients into each group with ``index_add_`` (in row order), where advanced indexing's
+    backward (``index_put_`` with accumulate) adds them with atomics across threads on CPU, so two
+    same-seed runs with more than one thread drifted apart (~1e-6 in the weights after a few steps)."""
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):
+        cache.batch_select_indices(idx)  # another cache layout: its own selection
+        return
+    for layer in layers:
+        if layer.keys is not None and layer.keys.numel():
+            layer.keys = layer.keys.index_select(0, idx)
+            layer.values = layer.values.index_select(0, idx)
 
 
 def policy_logprobs(model: Any, mb: dict, temperature: float = 1.0, with_entropy: bool = False):
