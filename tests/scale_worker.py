@@ -93,7 +93,7 @@ def grpo_config(run: dict, out: str, rank: int = 0):
                gradient_accumulation_steps=run.get("gas", 1), dynamic_sampling=run.get("dynamic", False),
                max_resample_rounds=run.get("rounds", 3), beta=run.get("beta", 0.0),
                engine=run.get("engine", "hf"), save_steps=run.get("save_steps", 0),
-               resume_from_checkpoint=run.get("resume"))
+               resume_from_checkpoint=run.get("resume"), adam_epsilon=run.get("adam_epsilon", 1e-8))
     if run.get("lora"):
         cfg.update(lora={"r": 4, "alpha": 8, "target_modules": "all-linear"})
     return GRPOConfig(**cfg)

@@ -152,6 +152,10 @@ class TrainConfig(LoggingConfig):
     # AdamW's fused kernel (one kernel per update instead of ~8 small ops per tensor; CPU update
     # 5.9 -> 1.4 ms on the tiny model): None = where the device supports it, True = required, False = off
     fused_adamw: Optional[bool] = None
+    # AdamW's hyperparameters (TRL / transformers names and defaults)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
     save_steps: int = 0  # 0: save only at the end (and on SIGINT/SIGTERM)
     save_total_limit: Optional[int] = 2
     resume_from_checkpoint: Optional[str] = None  # None | "latest" | path of a checkpoint dir
@@ -166,6 +170,9 @@ class TrainConfig(LoggingConfig):
         super().check()
         self._positive("learning_rate", "gradient_accumulation_steps", "per_device_train_batch_size",
                        "per_device_eval_batch_size", "eval_max_new_tokens")
+        self._positive("adam_epsilon")
+        self._in_range("adam_beta1", 0.0, 1.0, hi_open=True)
+        self._in_range("adam_beta2", 0.0, 1.0, hi_open=True)
         self._non_negative("warmup_steps", "weight_decay", "max_grad_norm", "save_steps", "eval_every",
                            "eval_num_tasks")
         from transformers import SchedulerType  # transformers' list of schedules is the one list

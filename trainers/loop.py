@@ -279,18 +279,20 @@ class BaseTrainer:
         """AdamW with the kernel ``config.fused_adamw`` asks for (None: fused where the device
         supports it). Fused and per-tensor kernels round differently (last bits of each update),
         so a run's numbers depend on the choice, never its behaviour."""
-        want = self.config.fused_adamw
+        c = self.config
+        hyper = dict(lr=c.learning_rate, betas=(c.adam_beta1, c.adam_beta2), eps=c.adam_epsilon)
+        want = c.fused_adamw
         if want is None:
             want = self.device.type in FUSED_ADAMW_DEVICES
         if want:
             try:
-                return torch.optim.AdamW(param_groups, lr=self.config.learning_rate, fused=True)
+                return torch.optim.AdamW(param_groups, fused=True, **hyper)
             except (RuntimeError, ValueError) as e:  # a dtype or device the fused kernel lacks
                 if self.config.fused_adamw:
                     raise ValueError(f"fused_adamw=True, but torch's fused AdamW cannot take this model's "
                                      f"parameters on {self.device} ({e}); set fused_adamw to false, or leave "
                                      f"it unset to use the fused kernel only where it works") from e
-        return torch.optim.AdamW(param_groups, lr=self.config.learning_rate)  # torch's default kernel
+        return torch.optim.AdamW(param_groups, **hyper)  # torch's default kernel
 
     def _prepare(self) -> None:
         if self._prepared:
