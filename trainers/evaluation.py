@@ -18,8 +18,9 @@ def evaluate_pass_rate(model: Any, tokenizer: Any, env: Any, *, num_tasks: int =
                        samples_path: Optional[str | os.PathLike] = None, step: int = 0) -> dict:
     """Greedy-decode ``num_tasks`` tasks of ``env`` and score them with its verifiers.
 
-    Returns ``{"pass_rate", "reward", "format", "completion_len"}`` (``format`` when the env logs a
-    ``format`` component). With ``samples_path`` each sample is appended there as one jsonl line
+    Returns ``{"pass_rate", "reward", "format", "completion_len", "truncation_rate"}`` (``format``
+    when the env logs a ``format`` component; ``truncation_rate``: the share cut at
+    ``max_new_tokens``). With ``samples_path`` each sample is appended there as one jsonl line
     (step, task id, prompt, completion, reward, correct).
     """
     from rlenv.engines.base import SamplingParams
@@ -38,7 +39,8 @@ def evaluate_pass_rate(model: Any, tokenizer: Any, env: Any, *, num_tasks: int =
         engine.close()
     correct = batch.correct if batch.correct is not None else batch.rewards > 0
     out = {"pass_rate": float(correct.float().mean()), "reward": float(batch.rewards.mean()),
-           "completion_len": float(batch.completion_lengths.float().mean())}
+           "completion_len": float(batch.completion_lengths.float().mean()),
+           "truncation_rate": float(batch.truncated.float().mean())}
     if "format" in batch.reward_components:
         out["format"] = float(batch.reward_components["format"].float().mean())
     if samples_path is not None:

@@ -14,7 +14,8 @@ Each stage writes to ``<output_dir>/<index>-<kind>/``: ``model/`` (the exported 
 ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``, ``curves.png``, ``samples.jsonl`` (eval
 samples; ``pairs.jsonl`` for pair-trained stages) and ``stage.json`` (its result, written last — a
 rerun skips stages that have one). A summary table (pass rate before → after, time) is printed
-with rich and saved as ``<output_dir>/summary.json``.
+with rich and saved as ``<output_dir>/summary.json``; ``<output_dir>/curves.png`` draws the whole
+run, every stage on one step axis (:func:`trainers.plotting.plot_results`).
 """
 
 from __future__ import annotations
@@ -148,6 +149,10 @@ def run_spec(spec: Union[str, os.PathLike, dict, Any], overrides: Sequence[str] 
         else:
             model = result["model_dir"]
     _write_json(out_root / "summary.json", results)
+    from .plotting import plot_results
+
+    plot_results(results, [s.config.output_dir for s in spec.stage_list], out_root / "curves.png",
+                 name=spec.name or str(out_root))
     if print_summary:
         print_table(results, title=spec.name or str(out_root))
     return results
