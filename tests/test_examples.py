@@ -43,7 +43,7 @@ SHORT = {
     "arithmetic_sft_online_dpo.yaml": {"online_dpo": 30},
     "arithmetic_sft_rm_ppo.yaml": {"rm": 30, "ppo": 30},
     "arithmetic_lora_sft_grpo.yaml": {"grpo": 30},
-    "arithmetic_curriculum.yaml": {"grpo": 30},
+    "arithmetic_curriculum.yaml": {"grpo": 40},
 }
 MIN_RISE = {"grpo": 0.4, "ppo": 0.4, "dpo": 0.15, "online_dpo": 0.3}
 #: the reward model's accuracy on its held-out verifier pairs

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 #: (panel title, [(metric key, legend label), …], y is a share in [0, 1]); a panel is drawn when
 #: any of its keys was logged
 PANELS = (
-    ("pass rate", [("eval/pass_rate", "greedy eval"), ("pass_rate", "sampled rollouts")], True),
+    ("pass rate", [("eval/pass_rate", "greedy, held-out eval"), ("pass_rate", "sampled rollouts (train)")], True),
     ("reward", [("eval/reward", "greedy eval"), ("reward", "rollouts (train)")], False),
     ("loss", [("loss", "train loss")], False),
     ("completion length (tokens)", [("eval/completion_len", "greedy eval"),
@@ -159,24 +159,69 @@ def _run_axes(n: int):
     return fig, [fig.add_subplot(grid[0, :])] + [fig.add_subplot(grid[1, i]) for i in range(n - 1)]
 
 
-def _annotate_ends(ax, stages, spans, key: str) -> None:
+class _Span:
+    """Where one stage sits on the run figure's x axis: its steps ``0..steps`` drawn over
+    ``[lo, lo + width]``."""
+
+    def __init__(self, lo: float, width: float, steps: int):
+        self.lo, self.width, self.steps = lo, width, steps
+
+    @property
+    def hi(self) -> float:
+        return self.lo + self.width
+
+    def x(self, step: float) -> float:
+        return self.lo + step * self.width / self.steps
+
+
+def _spans(stages: Sequence[tuple[str, Sequence[dict]]]) -> list[_Span]:
+    """Each stage's span: as wide as its step count, but at least half as wide as the longest
+    stage's, so a short RL stage after a long SFT stays readable (the ticks give real steps)."""
+    lengths = [max([r.get("step", 0) for r in h] + [1]) for _, h in stages]
+    out, lo = [], 0.0
+    for n in lengths:
+        width = float(max(n, max(lengths) / 2))
+        out.append(_Span(lo, width, n))
+        lo += width
+    return out
+
+
+def _step_ticks(ax, spans: list[_Span]) -> None:
+    """Ticks in each stage's own steps (0 once, at the run's start)."""
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    pos, text = [], []
+    for i, sp in enumerate(spans):
+        inner = [t for t in MaxNLocator(nbins=4, integer=True).tick_values(0, sp.steps)
+                 if (0 < t < 0.88 * sp.steps) or (t == 0 and i == 0)]
+        for t in [*inner, sp.steps]:  # every stage's last step marks its end
+            pos.append(sp.x(t))
+            text.append(str(int(np.round(t))))
+    ax.set_xticks(pos, text)
+
+
+def _annotate_ends(ax, stages, spans: list[_Span], key: str) -> None:
     """Write each stage's last value of ``key`` (a share) next to its last point."""
-    for (kind, history), (lo, _) in zip(stages, spans):
+    for (kind, history), sp in zip(stages, spans):
         xs, ys = _series(history, key)
         if xs:
-            ax.annotate(f"{100 * ys[-1]:.0f}%", (lo + xs[-1], ys[-1]), textcoords="offset points", xytext=(-5, 8),
+            below = ys[-1] > 0.85  # near the top: write it under the point, inside the frame
+            ax.annotate(f"{100 * ys[-1]:.0f}%", (sp.x(xs[-1]), ys[-1]), textcoords="offset points",
+                        xytext=(-5, -16 if below else 8),
                         ha="right", fontsize=9, fontweight="bold", color="C0",
                         bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
 
 
 def plot_run(stages: Sequence[tuple[str, Sequence[dict]]], path: str | os.PathLike, title: str = "",
              notes: Sequence[str] = ()) -> Optional[Path]:
-    """Draw a multi-stage run on one step axis: ``stages`` is ``[(kind, metrics records), …]`` in
-    run order (each stage's steps start at 0); ``notes`` an optional line per stage for its label.
+    """Draw a multi-stage run on one x axis: ``stages`` is ``[(kind, metrics records), …]`` in run
+    order (each stage's steps start at 0); ``notes`` an optional line per stage for its label.
 
     Each panel of :data:`RUN_PANELS` that any stage logged is drawn across the whole run (pass rate
     large on top, each stage's final greedy pass rate written at its end); stage spans are shaded
-    and named. Returns the PNG path, or None (nothing to draw, no matplotlib).
+    and named, ticks count each stage's own steps. Returns the PNG path, or None (nothing to draw,
+    no matplotlib).
     """
     if _pyplot() is None or not stages:
         return None
@@ -184,37 +229,34 @@ def plot_run(stages: Sequence[tuple[str, Sequence[dict]]], path: str | os.PathLi
     panels = _present([p for p in PANELS if p[0] in RUN_PANELS], histories)
     if not panels:
         return None
-    spans, offset = [], 0
-    for kind, history in stages:
-        length = max([r.get("step", 0) for r in history] + [1])
-        spans.append((offset, offset + length))
-        offset += length
-    labels = [_phase_label(kind, hi - lo, note)
-              for (kind, _), (lo, hi), note in zip(stages, spans, list(notes) + [""] * len(stages))]
+    spans = _spans(stages)
+    labels = [_phase_label(kind, sp.steps, note)
+              for (kind, _), sp, note in zip(stages, spans, list(notes) + [""] * len(stages))]
     fig, axes = _run_axes(len(panels))
     for n, (ax, (name, keys, share)) in enumerate(zip(axes, panels)):
-        for s, (lo, hi) in enumerate(spans):
-            ax.axvspan(lo, hi, color=PHASE_COLORS[s % len(PHASE_COLORS)], alpha=0.6, linewidth=0)
+        for s, sp in enumerate(spans):
+            ax.axvspan(sp.lo, sp.hi, color=PHASE_COLORS[s % len(PHASE_COLORS)], alpha=0.6, linewidth=0)
             if s:
-                ax.axvline(lo, color="0.4", linewidth=0.8, linestyle="--")
+                ax.axvline(sp.lo, color="0.4", linewidth=0.8, linestyle="--")
         labelled = set()  # one legend entry per metric, not per stage
         for i, (key, label) in enumerate(keys):
-            for (kind, history), (lo, _) in zip(stages, spans):
+            for (kind, history), sp in zip(stages, spans):
                 xs, ys = _series(history, key)
                 if xs:
-                    _draw(ax, [lo + x for x in xs], ys, None if key in labelled else label, f"C{i}",
+                    _draw(ax, [sp.x(x) for x in xs], ys, None if key in labelled else label, f"C{i}",
                           key.startswith("eval/"))
                     labelled.add(key)
         _style(ax, name, share)
-        ax.set_xlim(0, offset)
-        ax.set_xlabel("step (whole run)")
+        ax.set_xlim(0, spans[-1].hi)
+        _step_ticks(ax, spans)
+        ax.set_xlabel("step (of each stage)")
         if labelled:
             ax.legend(fontsize=8, loc="upper left" if n == 0 else "best")
         if n == 0:
             _annotate_ends(ax, stages, spans, keys[0][0])
         # the stages named on a top axis, centred on their spans
         top = ax.secondary_xaxis("top")
-        top.set_xticks([(lo + hi) / 2 for lo, hi in spans])
+        top.set_xticks([(sp.lo + sp.hi) / 2 for sp in spans])
         top.set_xticklabels(labels if n == 0 else [lb.split(":")[0] for lb in labels], fontsize=9 if n == 0 else 8)
         top.tick_params(length=0)
     if title:
