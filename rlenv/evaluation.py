@@ -166,8 +166,9 @@ def evaluate_pass_rate(model: Any, tokenizer: Any, env: Any, *, num_tasks: int =
     """Greedy-decode ``num_tasks`` tasks drawn from ``env`` (seeded draws) with the HF engine on a
     model object, and score them with the env's verifiers — the trainers' evaluation.
 
-    Returns ``{"pass_rate", "reward", "format", "completion_len"}`` (``format`` when the env logs a
-    ``format`` component). With ``samples_path`` each sample (:func:`sample_rows` plus ``step``) is
+    Returns ``{"pass_rate", "reward", "format", "completion_len", "truncation_rate"}`` (``format``
+    when the env logs a ``format`` component; ``truncation_rate``: the share cut at
+    ``max_new_tokens``). With ``samples_path`` each sample (:func:`sample_rows` plus ``step``) is
     appended there as one jsonl line.
     """
     from .engines.hf import HFEngine
@@ -182,7 +183,8 @@ def evaluate_pass_rate(model: Any, tokenizer: Any, env: Any, *, num_tasks: int =
     finally:
         engine.close()
     out = {"pass_rate": float(batch.correct.float().mean()), "reward": float(batch.rewards.mean()),
-           "completion_len": float(batch.completion_lengths.float().mean())}
+           "completion_len": float(batch.completion_lengths.float().mean()),
+           "truncation_rate": float(batch.truncated.float().mean())}
     if "format" in batch.reward_components:
         out["format"] = float(batch.reward_components["format"].float().mean())
     if samples_path is not None:

@@ -8,6 +8,8 @@ the config, the generator, the verifiers and the registration (the reasoning-gym
     env.step("<a>46</a>")           # reward 1.0 when 46 is right
 
 Each task carries ``info["target"]``, the ideal completion (``"<a>46</a>"``) for SFT warm-starts.
+With ``label_noise=p`` a share ``p`` of the tasks carry a wrong target instead, off by one
+(``"<a>47</a>"``): noisy labels that SFT learns faithfully and a verifier does not share.
 Rewards: ``correct`` (1 when the tagged integer equals the result) and a weight-0 ``format`` metric
 (the completion is exactly one ``<a>…</a>``), logged but not rewarded.
 """
@@ -30,11 +32,14 @@ SYSTEM_PROMPT = "Solve the problem. Reply with only the integer answer inside <a
 _INT = re.compile(r"[-+]?\d+")
 
 
-def generate(rng: random.Random, digits: int = 2, operators: str = "+-", difficulty: int = 1) -> rlenv.Task:
+def generate(rng: random.Random, digits: int = 2, operators: str = "+-", difficulty: int = 1,
+             label_noise: float = 0.0) -> rlenv.Task:
     """One problem ``a op b`` with operands of at most ``digits`` digits.
 
     ``difficulty`` 0: operands from the lower half of the range, results never negative;
-    1: the full range, results never negative; 2: negative results allowed.
+    1: the full range, results never negative; 2: negative results allowed. With probability
+    ``label_noise`` the SFT target (``info["target"]``) says ``result + 1``; the draw comes after
+    the problem's, so the task itself is the same whatever the noise.
     """
     hi = 10 ** digits - 1
     top = hi // 2 if difficulty == 0 else hi
@@ -43,10 +48,11 @@ def generate(rng: random.Random, digits: int = 2, operators: str = "+-", difficu
     if op == "-" and difficulty < 2 and b > a:
         a, b = b, a
     result = OPERATORS[op](a, b)
+    shown = result + 1 if label_noise and rng.random() < label_noise else result
     return rlenv.Task(
         prompt=f"What is {a} {op} {b}?",
         answer=str(result),
-        info={"target": f"<{TAG}>{result}</{TAG}>", "a": a, "b": b, "op": op, "difficulty": difficulty},
+        info={"target": f"<{TAG}>{shown}</{TAG}>", "a": a, "b": b, "op": op, "difficulty": difficulty},
     )
 
 
@@ -87,10 +93,11 @@ def rubric(partial_credit: float = 0.0) -> Rubric:
 
 def make_env(digits: int = 2, operators: str = "+-", difficulty: int = 1, size: int = 100_000,
              seed: int = 0, system_prompt: str = SYSTEM_PROMPT, few_shot: int = 0,
-             partial_credit: float = 0.0) -> SingleTurnEnv:
+             partial_credit: float = 0.0, label_noise: float = 0.0) -> SingleTurnEnv:
     """Build the env. ``size`` procedural tasks generated from ``seed`` (task ``i`` is always the
     same); ``few_shot`` solved examples (drawn from another seed) precede each prompt;
-    ``partial_credit`` weights the per-digit credit added to the exact-match reward."""
+    ``partial_credit`` weights the per-digit credit added to the exact-match reward;
+    ``label_noise`` is the share of SFT targets that are off by one (the rewards never are)."""
     if not isinstance(digits, int) or not 1 <= digits <= 18:
         raise ValueError(f"arithmetic-v0: digits must be an int in [1, 18], got {digits!r}")
     bad = [o for o in operators if o not in OPERATORS]
@@ -101,14 +108,19 @@ def make_env(digits: int = 2, operators: str = "+-", difficulty: int = 1, size: 
         raise ValueError(f"arithmetic-v0: difficulty must be 0, 1 or 2, got {difficulty!r}")
     if not isinstance(partial_credit, (int, float)) or partial_credit < 0:
         raise ValueError(f"arithmetic-v0: partial_credit must be a number ≥ 0, got {partial_credit!r}")
+    if isinstance(label_noise, bool) or not isinstance(label_noise, (int, float)) or not 0 <= label_noise <= 1:
+        raise ValueError(f"arithmetic-v0: label_noise must be a probability in [0, 1], got {label_noise!r}")
 
     def gen(rng: random.Random) -> rlenv.Task:
+        return generate(rng, digits, operators, difficulty, label_noise)
+
+    def clean(rng: random.Random) -> rlenv.Task:  # few-shot examples are part of the prompt: always right
         return generate(rng, digits, operators, difficulty)
 
     source = GeneratorSource(gen, size=size, seed=seed, name="arithmetic")
-    shots = [GeneratorSource(gen, seed=seed + 10_007)[i] for i in range(few_shot)]
+    shots = [GeneratorSource(clean, seed=seed + 10_007)[i] for i in range(few_shot)]
     return SingleTurnEnv(source, rubric(partial_credit), system_prompt=system_prompt, few_shot=shots)
 
 
 rlenv.register("arithmetic-v0", make_env,
-               description="two-number arithmetic, answer as <a>N</a> (digits, operators, difficulty)")
+               description="two-number arithmetic, answer as <a>N</a> (digits, operators, difficulty, label_noise)")

@@ -1,13 +1,26 @@
 """The README's first command end to end: ``rlenv train examples/arithmetic_sft_grpo.yaml`` on CPU.
 
 One run (shared with tests/test_examples.py through the session's temp dir: a finished stage is
-skipped on a rerun) — GRPO must raise the greedy pass rate over the SFT start, and the run must
-leave its artifacts; then ``rlenv eval`` scores the exported GRPO model from the command line.
+skipped on a rerun). SFT on noisy labels (80 % off by one) must leave a model that answers one too
+high and almost never right; GRPO, rewarded by the verifier alone, must then raise the greedy pass
+rate far above that start. Then the run's artifacts, and ``rlenv eval`` on the exported model.
+
+Measured spread (greedy pass rate on 128 held-out problems; one torch thread, as this test runs;
+benchmarks/demo_control.py and docs/performance.md have the full table):
+
+    seed / kernels     SFT    GRPO (60 steps)
+    0 / avx2 (AMD)     ...    ...
+    0 / default        0.8 %  93.8 %
+    1 / default        0.0 %  100 %
+
+so the assertions below (SFT ≤ 10 %, off by one on ≥ 50 % of problems; GRPO ≥ +50 points and
+≥ 60 %) leave room of more than 30 points on every measured run.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,8 +29,12 @@ from rlenv.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "arithmetic_sft_grpo.yaml"
-#: GRPO must add at least this much greedy pass rate (128 eval tasks) over its SFT start
-MIN_RISE = 0.10
+#: SFT on noisy labels ends at most this right (it learned the labels' error)...
+SFT_MAX = 0.10
+#: ...and one too high on at least this share of the held-out problems
+SFT_OFF_BY_ONE_MIN = 0.5
+#: GRPO must add at least this much greedy pass rate and end at least this high
+MIN_RISE, MIN_END = 0.50, 0.60
 
 
 def run_demo(tmp_path_factory, tiny_model_dir: str) -> tuple[Path, list]:
@@ -30,20 +47,35 @@ def run_demo(tmp_path_factory, tiny_model_dir: str) -> tuple[Path, list]:
     return out, results
 
 
+def off_by_one_share(samples_path: Path, step: int) -> float:
+    """Share of the eval samples of ``step`` whose tagged answer is the true result + 1."""
+    hits = []
+    for line in samples_path.read_text().splitlines():
+        s = json.loads(line)
+        if s["step"] != step:
+            continue
+        question = s["prompt"][-1]["content"] if isinstance(s["prompt"], list) else s["prompt"]
+        a, b = map(int, re.findall(r"\d+", question)[:2])
+        got = re.search(r"<a>\s*(-?\d+)\s*</a>", s["completion"] or "")
+        hits.append(got is not None and int(got.group(1)) == a + b + 1)
+    return sum(hits) / len(hits)
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, tiny_model_dir, single_thread):
     return run_demo(tmp_path_factory, tiny_model_dir)
 
 
 @pytest.mark.slow
-def test_grpo_raises_pass_rate_over_sft_start(demo, capsys):
+def test_grpo_raises_the_pass_rate_from_the_verifier_alone(demo):
     out, results = demo
     sft, grpo = results
     assert sft["kind"] == "sft" and grpo["kind"] == "grpo"
-    # SFT starts from a random model (0 %) and is stopped early on purpose
-    assert sft["before"] == 0.0 and 0.05 <= sft["after"] <= 0.6, sft
+    # SFT learned addition *and* the labels' error: nearly never right, mostly one too high
+    assert sft["before"] == 0.0 and sft["after"] <= SFT_MAX, sft
+    assert off_by_one_share(out / "0-sft" / "samples.jsonl", sft["steps"]) >= SFT_OFF_BY_ONE_MIN
     assert grpo["before"] == pytest.approx(sft["after"])  # same model, same eval tasks
-    assert grpo["after"] >= grpo["before"] + MIN_RISE, (grpo["before"], grpo["after"])
+    assert grpo["after"] >= grpo["before"] + MIN_RISE and grpo["after"] >= MIN_END, (grpo["before"], grpo["after"])
 
 
 @pytest.mark.slow
@@ -53,6 +85,7 @@ def test_run_leaves_its_artifacts(demo):
     out, results = demo
     summary = json.loads((out / "summary.json").read_text())
     assert [r["kind"] for r in summary] == ["sft", "grpo"]
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"  # the whole run on one figure
     for r, name in zip(results, ("0-sft", "1-grpo")):
         stage = out / name
         assert (stage / "stage.json").exists()
@@ -85,6 +118,6 @@ def test_rlenv_eval_on_the_demo_checkpoint(demo, tmp_path, capsys):
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     assert 0.0 <= result["pass@1"] <= result["pass@4"] <= 1.0
-    assert result["pass@4"] > 0.0  # the trained model solves some of 16 problems in 4 tries
+    assert result["pass@4"] > 0.5  # the trained model solves most of 16 problems in 4 tries
     lines = samples.read_text().splitlines()
     assert len(lines) == 16 * 4

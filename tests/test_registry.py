@@ -159,3 +159,26 @@ def test_arithmetic_partial_credit_is_a_weighted_component_and_keeps_the_verdict
     assert 0 < reward < 0.5 and info["correct"] is False  # partial credit never counts as a pass
     with pytest.raises(ValueError, match="partial_credit"):
         rlenv.make("arithmetic-v0", partial_credit=-1)
+
+
+def test_arithmetic_label_noise_changes_sft_targets_only():
+    clean = rlenv.make("arithmetic-v0", digits=1, operators="+", size=2000)
+    noisy = rlenv.make("arithmetic-v0", digits=1, operators="+", size=2000, label_noise=0.8, few_shot=2)
+    off = 0
+    for i in range(2000):
+        c, n = clean.source[i], noisy.source[i]
+        assert (c.prompt, c.answer) == (n.prompt, n.answer)  # the same task stream
+        assert c.info["target"] == f"<a>{c.answer}</a>"
+        assert n.info["target"] in (c.info["target"], f"<a>{int(c.answer) + 1}</a>")
+        off += n.info["target"] != c.info["target"]
+    assert 0.75 < off / 2000 < 0.85
+    _, info = noisy.reset(seed=0)
+    assert noisy.step(info["task"].info["target"])[4]["correct"] == (info["task"].info["target"] == f"<a>{info['task'].answer}</a>")
+    shots = [m for m in noisy.reset(seed=0)[0] if m["role"] != "system"][:-1]  # the solved examples
+    assert len(shots) == 4
+    for question, answer in zip(shots[0::2], shots[1::2]):  # always right: they are prompt, not labels
+        a, b = map(int, question["content"].removeprefix("What is ").rstrip("?").split(" + "))
+        assert answer["content"] == f"<a>{a + b}</a>"
+    for bad in (-0.1, 1.5, True, "0.5"):
+        with pytest.raises(ValueError, match="label_noise"):
+            rlenv.make("arithmetic-v0", label_noise=bad)

@@ -2,8 +2,8 @@
 trackio, MLflow, … through accelerate's tracking API), a curve PNG on demand.
 
 Each jsonl line is written with one ``write`` call, flushed and fsynced, so a crash never leaves a
-torn line. The PNG is drawn to a temporary file and renamed into place, so a reader never sees a
-half-written image. Only the main process logs (the loop passes ``enabled=False`` elsewhere).
+torn line. The PNG (drawn by :mod:`trainers.plotting`) is written to a temporary file and renamed
+into place, so a reader never sees a half-written image. Only the main process logs (the loop passes ``enabled=False`` elsewhere).
 
 Trackers: :func:`resolve_trackers` turns ``report_to`` into the ``log_with`` list of the trainer's
 ``Accelerator`` (``all``: every installed one; a tracker asked for by name but not installed is an
@@ -21,8 +21,6 @@ from typing import Any, Optional
 
 from rlenv.jsonl import append_jsonl, jsonable as _jsonable
 
-#: preferred keys for the curve plot, in order (the first few present are drawn)
-PLOT_KEYS = ("reward", "pass_rate", "eval/pass_rate", "loss", "accuracy", "eval/accuracy", "kl")
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
@@ -142,41 +140,16 @@ class MetricsLogger:
 
     def plot(self, path: Optional[str | os.PathLike] = None, keys: Optional[list] = None,
              title: str = "") -> Optional[Path]:
-        """Draw the curves (reward / pass rate / loss by default) to a PNG, atomically.
+        """Draw the logged curves to a PNG (``curves.png`` by default), atomically: the panels of
+        :func:`trainers.plotting.plot_stage`, or one panel per name in ``keys``.
 
         Returns the PNG path, or None when there is nothing to draw or matplotlib is missing.
         """
         if not self.enabled or not self.history:
             return None
-        try:
-            import matplotlib
+        from .plotting import plot_stage
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            return None
-        present = [k for k in (keys or PLOT_KEYS) if any(isinstance(r.get(k), (int, float)) for r in self.history)]
-        if not present:
-            return None
-        present = present[:4]
-        fig, axes = plt.subplots(len(present), 1, figsize=(7, 2.4 * len(present)), squeeze=False)
-        for ax, key in zip(axes[:, 0], present):
-            pts = [(r["step"], r[key]) for r in self.history if isinstance(r.get(key), (int, float))]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 50 else None)
-            ax.set_ylabel(key)
-            ax.grid(alpha=0.3)
-        axes[-1, 0].set_xlabel("step")
-        if title:
-            axes[0, 0].set_title(title)
-        fig.tight_layout()
-        out = Path(path) if path else self.output_dir / "curves.png"
-        tmp = out.with_name(out.stem + ".tmp.png")
-        fig.savefig(tmp, dpi=90)
-        plt.close(fig)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-        return out
+        return plot_stage(self.history, path or self.output_dir / "curves.png", title=title, keys=keys)
 
     def close(self) -> None:
         """Finish the trackers (their files are complete afterwards). Not ``accelerator.end_training``:

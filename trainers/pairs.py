@@ -28,7 +28,7 @@ def verifier_pairs(model: Any, env: Any, *, tokenizer: Any = None, num_prompts: 
         pairs_per_prompt: at most this many (chosen, rejected) pairs per prompt, each using
             different completions.
         fallback_to_target: a prompt with no correct sample is paired with ``task.info["target"]``
-            (the ideal completion) as chosen, when the task has one.
+            (the ideal completion) as chosen, when the task has one and the verifier accepts it.
 
     Returns rows ``{"prompt": messages, "chosen": str, "rejected": str, "task_id": ...}``, ready for
     :class:`~trainers.dpo.DPOTrainer` and :class:`~trainers.reward.RewardTrainer` (a list works
@@ -62,13 +62,21 @@ def verifier_pairs(model: Any, env: Any, *, tokenizer: Any = None, num_prompts: 
         good = _unique([batch.texts[i] for i in rows if bool(batch.correct[i]) and not bool(batch.failed[i])])
         bad = _unique([batch.texts[i] for i in rows if not bool(batch.correct[i]) and not bool(batch.failed[i])])
         if not good and fallback_to_target and getattr(task, "info", {}).get("target") is not None:
-            good = [str(task.info["target"])]
+            good = _verified(env, task, str(task.info["target"]))  # a target may be wrong (noisy labels)
         if not good or not bad:
             continue
         prompt, _ = env.reset(options={"task": task})
         for chosen, rejected in list(zip(good, bad))[:pairs_per_prompt]:
             pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "task_id": getattr(task, "id", None)})
     return pairs
+
+
+def _verified(env: Any, task: Any, text: str) -> list:
+    """``[text]`` when the env's verifier judges it correct for ``task``, else ``[]``."""
+    env.reset(options={"task": task})
+    _, reward, _, _, info = env.step(text)
+    ok = info.get("correct")
+    return [text] if (ok if ok is not None else reward > 0) and not info.get("failed") else []
 
 
 def _unique(texts: list) -> list:

@@ -14,9 +14,11 @@ registered :class:`trainers.stages.StageSpec` (config, trainer, whether it gener
 Each stage writes to ``<output_dir>/<index>-<kind>/``: ``model/`` (the exported model),
 ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``, ``curves.png``, ``samples.jsonl`` (eval
 samples; ``pairs.jsonl`` for pair-trained stages) and ``stage.json`` (its result, written last — a
-rerun skips stages that have one). A summary table (pass rate before → after, time, the parallelism that ran) is printed
-with rich by rank 0 and saved as ``<output_dir>/summary.json``, each stage's entry recording
-``distributed: {type, world_size, backend}`` (see :mod:`trainers.distributed`).
+rerun skips stages that have one). A summary table (pass rate before → after, time, the parallelism
+that ran) is printed with rich by rank 0 and saved as ``<output_dir>/summary.json``, each stage's
+entry recording ``distributed: {type, world_size, backend}`` (see :mod:`trainers.distributed`);
+``<output_dir>/curves.png`` draws the whole run, every stage on one step axis
+(:func:`trainers.plotting.plot_results`).
 """
 
 from __future__ import annotations
@@ -179,8 +181,12 @@ def run_plan(plan: RunPlan, print_summary: bool = True) -> list[dict]:
             reward_model = result["model_dir"]
         else:
             model = result["model_dir"]
-    if main:  # under `accelerate launch` every rank runs this; one writes and prints
+    if main:  # under `accelerate launch` every rank runs this; one writes, draws and prints
         _write_json(plan.output_dir / "summary.json", results)
+        from .plotting import plot_results
+
+        plot_results(results, [s.config.output_dir for s in plan.stages], plan.output_dir / "curves.png",
+                     name=plan.title)
         if print_summary:
             print_table(results, title=plan.title)
     return results
