@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import re
+from typing import Any
 
 import rlenv
 from rlenv.env import SingleTurnEnv
@@ -91,9 +92,18 @@ def rubric(partial_credit: float = 0.0) -> Rubric:
     return Rubric(parts)
 
 
+class ArithmeticEnv(SingleTurnEnv):
+    """The arithmetic env; :meth:`render_answer` tells tools (``rlenv audit``) how a completion
+    states an answer — needed because with ``label_noise`` a task's ``info["target"]`` may be wrong."""
+
+    def render_answer(self, task: rlenv.Task, answer: Any) -> str:
+        """The completion that states ``answer``: ``<a>answer</a>``."""
+        return f"<{TAG}>{answer}</{TAG}>"
+
+
 def make_env(digits: int = 2, operators: str = "+-", difficulty: int = 1, size: int = 100_000,
              seed: int = 0, system_prompt: str = SYSTEM_PROMPT, few_shot: int = 0,
-             partial_credit: float = 0.0, label_noise: float = 0.0) -> SingleTurnEnv:
+             partial_credit: float = 0.0, label_noise: float = 0.0) -> ArithmeticEnv:
     """Build the env. ``size`` procedural tasks generated from ``seed`` (task ``i`` is always the
     same); ``few_shot`` solved examples (drawn from another seed) precede each prompt;
     ``partial_credit`` weights the per-digit credit added to the exact-match reward;
@@ -119,7 +129,7 @@ def make_env(digits: int = 2, operators: str = "+-", difficulty: int = 1, size: 
 
     source = GeneratorSource(gen, size=size, seed=seed, name="arithmetic")
     shots = [GeneratorSource(clean, seed=seed + 10_007)[i] for i in range(few_shot)]
-    return SingleTurnEnv(source, rubric(partial_credit), system_prompt=system_prompt, few_shot=shots)
+    return ArithmeticEnv(source, rubric(partial_credit), system_prompt=system_prompt, few_shot=shots)
 
 
 rlenv.register("arithmetic-v0", make_env,

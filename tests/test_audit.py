@@ -122,6 +122,15 @@ def test_an_env_whose_gold_earns_nothing_is_inconclusive_and_flagged():
     assert report.status == "inconclusive" and "gold completion earns no reward" in report.inconclusive
 
 
+def test_noisy_sft_labels_do_not_fool_the_audit():
+    # arithmetic-v0 with label_noise: most info['target']s are off by one (SFT labels), so the gold
+    # completion and another task's gold come from the env's render_answer hook, not the targets
+    env = rlenv.make("arithmetic-v0", digits=1, operators="+", system_prompt="", label_noise=0.8)
+    assert sum(env.source[i].info["target"] != f"<a>{env.source[i].answer}</a>" for i in range(20)) > 8
+    report = audit(env, num_tasks=8)
+    assert report.status == "ok" and report.gold.mean_reward == 1.0, report
+
+
 def naive_code_verifier(completion: str, task: rlenv.Task) -> float:
     """The planted bug: pass = the solution and its asserts exit 0 (checked in the real sandbox)."""
     from verifiers.code import OK, extract_code, run_python
