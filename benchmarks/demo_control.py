@@ -37,24 +37,30 @@ sys.path.insert(0, str(ROOT))
 DEMO = ROOT / "examples" / "arithmetic_sft_grpo.yaml"
 
 
-def shuffled_reward_trainer():
-    """``GRPOTrainer`` whose rollouts have their rewards permuted within each group (see above)."""
+def control_trainer(mode: str = "random"):
+    """``GRPOTrainer`` whose rewards carry no information about the completions: ``random`` draws
+    each completion's reward as a fair coin (seeded), ``shuffled`` permutes each group's rewards (the
+    verifier's verdicts) among its G completions. ``batch.correct`` keeps the true verdicts, so the
+    pass rates and evaluations still measure the task."""
     import torch
 
     from trainers import GRPOTrainer
 
-    class ShuffledRewardGRPO(GRPOTrainer):
+    class ControlGRPO(GRPOTrainer):
         def rollout(self, n_prompts, round_=0):
             batch = super().rollout(n_prompts, round_)
             gen = torch.Generator().manual_seed(self._seed(round_) + 1)
+            if mode == "random":
+                batch.rewards = torch.randint(0, 2, batch.rewards.shape, generator=gen).to(batch.rewards)
+                return batch
             rewards = batch.rewards.clone()
             for g in batch.group_ids.unique():
                 rows = (batch.group_ids == g).nonzero().flatten()
                 rewards[rows] = batch.rewards[rows[torch.randperm(len(rows), generator=gen)]]
-            batch.rewards = rewards  # batch.correct (pass rates, evaluation) keeps the true verdicts
+            batch.rewards = rewards
             return batch
 
-    return ShuffledRewardGRPO
+    return ControlGRPO
 
 
 def worker(args) -> None:
@@ -71,7 +77,7 @@ def worker(args) -> None:
     else:
         spec = load_spec(args.spec, overrides)
         stage = next(s for s in reversed(spec.stage_list) if s.kind == "grpo")
-        trainer = shuffled_reward_trainer()(model=args.sft_model, env=rlenv.make(spec.env.id, **spec.env.kwargs),
+        trainer = control_trainer(args.control)(model=args.sft_model, env=rlenv.make(spec.env.id, **spec.env.kwargs),
                                             config=stage.config)
         out = trainer.train()
         evals = [h["eval/pass_rate"] for h in out["eval_history"] if "eval/pass_rate" in h]
@@ -79,14 +85,15 @@ def worker(args) -> None:
     Path(args.out).write_text(json.dumps(results, default=str))
 
 
-def run_child(kind: str, spec: Path, seed: int, capability: str, work: Path, sft_model: str = "") -> dict:
+def run_child(kind: str, spec: Path, seed: int, capability: str, work: Path, sft_model: str = "",
+              control: str = "random") -> dict:
     """One run as a subprocess; its stage results plus wall and CPU seconds."""
     tag = f"{kind}-{seed}-{capability}"
     out = work / f"{tag}.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     if capability != "native":
         env["ATEN_CPU_CAPABILITY"] = capability
-    cmd = [sys.executable, __file__, "--worker", kind, "--spec", str(spec), "--seeds", str(seed),
+    cmd = [sys.executable, __file__, "--worker", kind, "--control", control, "--spec", str(spec), "--seeds", str(seed),
            "--run-dir", str(work / tag), "--out", str(out), "--sft-model", sft_model]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -110,6 +117,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--capability", nargs="+", default=["native"],
                     help="ATEN_CPU_CAPABILITY values to run under (native: leave it unset)")
     ap.add_argument("--no-control", action="store_true", help="only the real runs (the README table)")
+    ap.add_argument("--control", choices=("random", "shuffled"), default="random",
+                    help="the control's rewards: fair coins, or the verifier's permuted within each group")
     ap.add_argument("--work", default="", help="keep the runs here (default: a temporary folder)")
     ap.add_argument("--worker", choices=("real", "control"), help=argparse.SUPPRESS)
     ap.add_argument("--run-dir", help=argparse.SUPPRESS)
@@ -139,7 +148,8 @@ def main(argv=None) -> dict:
             walls.append(real["wall_s"])
             ctrl_after = move = None
             if not args.no_control:
-                ctrl = run_child("control", Path(args.spec), seed, capability, work, sft_model=sft["model_dir"])
+                ctrl = run_child("control", Path(args.spec), seed, capability, work, sft_model=sft["model_dir"],
+                                 control=args.control)
                 c = ctrl["stages"][-1]
                 ctrl_after, move = c["after"], c["after"] - c["before"]
                 moves.append(move)

@@ -145,19 +145,21 @@ sed -i "s/^phase=preflight status=\([a-z]*\) /phase=preflight status=\1 seconds=
 # -- the phases ----------------------------------------------------------------------------------------
 # GPU tests: one pytest process per file (a failed-capture test must not leave state to the next file)
 run_gpu_tests() {
-  local rc=0 f
+  local rc=0 f out
+  out=$(mktemp)  # not a fixed /tmp name: two checks on one machine must not read each other's counts
   for f in tests/test_gpu_*.py; do
     echo "== $f"
-    $PY -m pytest -q -p no:cacheprovider -rs "$f" 2>&1 | tee /tmp/gpu_check_pytest.txt
+    $PY -m pytest -q -p no:cacheprovider -rs "$f" 2>&1 | tee "$out"
     [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
-    $PY - "$f" <<'PY'
+    $PY - "$f" "$out" <<'PY'
 import re, sys
-text = open("/tmp/gpu_check_pytest.txt").read()
+text = open(sys.argv[2]).read()
 counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors)", text.splitlines()[-1] if text.strip() else "")}
 print(f"summary: file={sys.argv[1].split('/')[-1]} passed={counts.get('passed', 0)} failed={counts.get('failed', 0)} "
       f"errors={counts.get('error', 0) + counts.get('errors', 0)} skipped={counts.get('skipped', 0)}")
 PY
   done
+  rm -f "$out"
   return $rc
 }
 
