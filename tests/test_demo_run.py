@@ -5,16 +5,19 @@ skipped on a rerun). SFT on noisy labels (80 % off by one) must leave a model th
 high and almost never right; GRPO, rewarded by the verifier alone, must then raise the greedy pass
 rate far above that start. Then the run's artifacts, and ``rlenv eval`` on the exported model.
 
-Measured spread (greedy pass rate on 128 held-out problems; one torch thread, as this test runs;
-benchmarks/demo_control.py and docs/performance.md have the full table):
+Measured spread (greedy pass rate on 128 held-out problems; benchmarks/demo_control.py and
+docs/performance.md have the full tables):
 
-    seed / kernels     SFT    GRPO (60 steps)
-    0 / avx2 (AMD)     ...    ...
-    0 / default        0.8 %  93.8 %
-    1 / default        0.0 %  100 %
+    seed / kernels / threads      SFT     GRPO (60 steps)
+    0 / native (AMD) / default    0.0 %   97.7 %
+    1 / native (AMD) / default    0.0 %   100 %
+    2 / native (AMD) / default    5.5 %   86.7 %
+    0 / default / 1               0.8 %   93.8 %
+    1 / default / 1               0.0 %   100 %
+    lr 1e-5 .. 1e-4, warm-up 5 or 20, seeds 0-2 from the seed-0 SFT: 96.1-100 %
 
 so the assertions below (SFT ≤ 10 %, off by one on ≥ 50 % of problems; GRPO ≥ +50 points and
-≥ 60 %) leave room of more than 30 points on every measured run.
+≥ 60 %) leave room of more than 25 points on every measured run.
 """
 
 from __future__ import annotations
