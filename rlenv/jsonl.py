@@ -57,3 +57,18 @@ def write_jsonl_atomic(path: Union[str, os.PathLike], rows: Sequence[dict]) -> P
             os.unlink(tmp)
         raise
     return path
+
+
+def read_jsonl(path: Union[str, os.PathLike]) -> list[dict]:
+    """Every complete record of a jsonl file written by :func:`append_jsonl` (a torn last line,
+    which a crash can leave only in files written otherwise, is skipped); ``[]`` when it is absent."""
+    out = []
+    p = Path(path)
+    if not p.exists():
+        return out
+    for line in p.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out

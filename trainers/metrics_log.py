@@ -19,22 +19,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from rlenv.jsonl import append_jsonl, jsonable as _jsonable
+from rlenv.jsonl import append_jsonl, jsonable as _jsonable, read_jsonl as read_metrics  # read_metrics: public name
 
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """All complete records of a ``metrics.jsonl`` file (a torn last line, if any, is skipped)."""
-    out = []
-    p = Path(path)
-    if not p.exists():
-        return out
-    for line in p.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
 
 
 def resolve_trackers(report_to: list[str]) -> list[str]:

@@ -279,7 +279,7 @@ def plot_results(results: Sequence[dict], stage_dirs: Sequence[str | os.PathLike
                  name: str = "") -> Optional[Path]:
     """The run figure of a finished pipeline: ``results`` are its stage results (kind, before,
     after, …) and ``stage_dirs`` the stages' folders (their ``metrics.jsonl`` is read), in order."""
-    from .metrics_log import read_metrics
+    from rlenv.jsonl import read_jsonl
 
-    stages = [(r["kind"], read_metrics(Path(d) / "metrics.jsonl")) for r, d in zip(results, stage_dirs)]
+    stages = [(r["kind"], read_jsonl(Path(d) / "metrics.jsonl")) for r, d in zip(results, stage_dirs)]
     return plot_run(stages, path, title=headline(name, results))
