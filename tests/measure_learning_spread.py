@@ -27,47 +27,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 #: test name -> module holding its learn() core; "grpo_coin" is GRPO's core trained on a coin-flip
-#: reward (25 % of samples rewarded, whatever their answer) and evaluated by the verifier: the
+#: reward (each sample a fair coin, whatever its answer; benchmarks/demo_control.py) and evaluated by the verifier: the
 #: control, what the learning tests' margins must stand clear of
 CORES = {"grpo": "tests.test_grpo", "ppo": "tests.test_ppo", "online_dpo": "tests.test_online_dpo",
          "faulty": "tests.test_faulty_run", "grpo_coin": "tests.test_grpo"}
 RUN = """
 import json, sys, importlib
 from tests.rl_helpers import START_DIR, eval_pass_rates
-from tests.measure_learning_spread import coin_reward_trainer
+from benchmarks.demo_control import control_trainer
 module, out, seed, fused, control = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "on", sys.argv[5]
-kw = {"trainer_class": coin_reward_trainer()} if control == "coin" else {}
+kw = {"trainer_class": control_trainer("random")} if control == "coin" else {}
 result = importlib.import_module(module).learn(str(START_DIR), out, seed=seed, fused_adamw=fused, **kw)
 before, after = eval_pass_rates(result)
 print("RESULT " + json.dumps({"before": before, "after": after}))
 """
-
-
-def coin_reward_trainer():
-    """GRPOTrainer that trains on a coin flip instead of the env's verifier (a deterministic hash of
-    task and completion: 1 for a quarter of them) and evaluates with the verifier as usual."""
-    import hashlib
-
-    from trainers.grpo import GRPOTrainer
-    from verifiers.rubric import Component, Rubric
-
-    def coin(completion, task):
-        return float(hashlib.sha256(f"{getattr(task, 'id', None)}|{completion}".encode()).digest()[0] < 64)
-
-    class CoinGRPO(GRPOTrainer):
-        def setup(self):
-            super().setup()
-            self.verifier_rubric = self.env.unwrapped.rubric
-            self.env.unwrapped.rubric = Rubric([Component(coin, 1.0, name="coin")])
-
-        def evaluate(self):
-            coin_rubric, self.env.unwrapped.rubric = self.env.unwrapped.rubric, self.verifier_rubric
-            try:
-                return super().evaluate()
-            finally:
-                self.env.unwrapped.rubric = coin_rubric
-
-    return CoinGRPO
 
 
 def run_one(test: str, seed: int, fused: str, cpu: str) -> dict:

@@ -288,7 +288,7 @@ class BaseTrainer:
             try:
                 return torch.optim.AdamW(param_groups, fused=True, **hyper)
             except (RuntimeError, ValueError) as e:  # a dtype or device the fused kernel lacks
-                if self.config.fused_adamw:
+                if c.fused_adamw:
                     raise ValueError(f"fused_adamw=True, but torch's fused AdamW cannot take this model's "
                                      f"parameters on {self.device} ({e}); set fused_adamw to false, or leave "
                                      f"it unset to use the fused kernel only where it works") from e
