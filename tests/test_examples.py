@@ -22,6 +22,9 @@ from rlenv.runspec import load_spec
 
 from test_demo_run import DEMO, run_demo
 
+# tests that share a session-built model run on one xdist worker (built once, not once per worker)
+pytestmark = pytest.mark.xdist_group("demo-run")
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
@@ -35,7 +38,7 @@ CPU_SIZED = [p for p in EXAMPLES if _model_of(p) == "preset:tiny"]
 LATER = [p for p in CPU_SIZED if p != DEMO]  # the demo itself is tests/test_demo_run.py's
 
 #: CI steps per later stage and the least rise of the greedy pass rate (128 held-out problems) over
-#: the stage's start; from the demo's seed-0 SFT model (~0-2 %) ...
+#: the stage's start; from the demo's seed-0 SFT model (0 %) ...
 SHORT = {
     "arithmetic_sft_ppo.yaml": {"ppo": 30},
     "arithmetic_sft_dpo.yaml": {"dpo": 40},
