@@ -7,11 +7,11 @@ of how busy the CPU is; subprocesses (CLI runs, ``accelerate launch``) inherit
 ``OMP_NUM_THREADS=1``. A test of what a user's default run does asks for ``default_threads``
 (torch's own choice for this machine, read before the suite pinned anything).
 
-    python -m pytest -q -n auto --dist loadgroup   # everything, as CI runs it (one worker per core)
-    python -m pytest -q -m "not slow"               # the fast default while developing (no end-to-end runs)
+    python -m pytest -q -n auto         # everything, as CI runs it (one pytest-xdist worker per core)
+    python -m pytest -q -m "not slow"   # the fast default while developing (no end-to-end runs)
 
-Under pytest-xdist each worker is its own process with these same settings; modules that share a
-session-built model (the demo run, the SFT start) carry one ``xdist_group`` so it is built once.
+Under pytest-xdist each worker is its own process with these same settings; what several modules
+share (the demo run, the SFT start) is built once per session under a file lock (tests/shared_dir.py).
 """
 
 from __future__ import annotations

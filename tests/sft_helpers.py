@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.shared_dir import built_once
+
 ENV_KWARGS = dict(digits=1, operators="+", system_prompt=None)
 EVAL = dict(eval_num_tasks=100, eval_max_new_tokens=10, progress_bar=False, report_to="none", seed=0,
             lr_scheduler="constant")
@@ -49,5 +51,6 @@ def arithmetic_sft(tiny_model_dir, tmp_path_factory):
     DPO from there ends at 68 / 73 / 78 / 83 %, format 100 % in all four."""
     from tests.rl_helpers import one_thread
 
-    with one_thread():
-        return ensure_sft(tiny_model_dir, tmp_path_factory.getbasetemp())
+    with one_thread(), built_once(tmp_path_factory, "sft-start-root") as root:
+        root.mkdir(exist_ok=True)
+        return ensure_sft(tiny_model_dir, root)

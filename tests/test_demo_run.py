@@ -28,9 +28,7 @@ from pathlib import Path
 import pytest
 
 from rlenv.cli import main
-
-# tests that share a session-built model run on one xdist worker (built once, not once per worker)
-pytestmark = pytest.mark.xdist_group("demo-run")
+from tests.shared_dir import built_once
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "arithmetic_sft_grpo.yaml"
@@ -45,13 +43,17 @@ CONTROL_MAX_MOVE = 0.05
 
 
 def run_demo(tmp_path_factory, tiny_model_dir: str) -> tuple[Path, list]:
-    """Run the demo spec once per session (its own model dir, no ~/.cache); returns (output dir, results)."""
+    """Run the demo spec once per session, whichever xdist worker asks first (its own model dir, no
+    ~/.cache); returns (output dir, results)."""
     from trainers.pipeline import run_spec
 
-    out = tmp_path_factory.getbasetemp() / "demo_arithmetic_sft_grpo"
-    results = run_spec(str(DEMO), [f"model={tiny_model_dir}", f"output_dir={out}", "logging.report_to=tensorboard"],
-                       print_summary=True)
-    return out, results
+    with built_once(tmp_path_factory, "demo_arithmetic_sft_grpo") as out:
+        done = out / "results.json"
+        if not done.exists():
+            results = run_spec(str(DEMO), [f"model={tiny_model_dir}", f"output_dir={out}",
+                                           "logging.report_to=tensorboard"], print_summary=True)
+            done.write_text(json.dumps(results, default=str))
+        return out, json.loads(done.read_text())
 
 
 def off_by_one_share(samples_path: Path, step: int) -> float:

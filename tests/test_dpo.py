@@ -15,9 +15,6 @@ from trainers.losses_pref import dpo_loss
 from trainers.modeling import Reference
 from tests.sft_helpers import arithmetic_sft  # noqa: F401  (shared SFT start fixture)
 
-# tests that share a session-built model run on one xdist worker (built once, not once per worker)
-pytestmark = pytest.mark.xdist_group("sft-start")
-
 trl = pytest.importorskip("trl")
 assert trl.__version__ == "1.16.0", "parity is pinned to TRL 1.16.0"
 

@@ -22,9 +22,6 @@ from rlenv.runspec import load_spec
 
 from test_demo_run import DEMO, run_demo
 
-# tests that share a session-built model run on one xdist worker (built once, not once per worker)
-pytestmark = pytest.mark.xdist_group("demo-run")
-
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 

@@ -12,9 +12,6 @@ from trainers.losses_pref import sft_loss
 from trainers.sft import SFTTrainer, pack_rows
 from tests.sft_helpers import arithmetic_sft  # noqa: F401  (shared SFT start fixture)
 
-# tests that share a session-built model run on one xdist worker (built once, not once per worker)
-pytestmark = pytest.mark.xdist_group("sft-start")
-
 
 @pytest.fixture(scope="module")
 def tok(micro_model_dir):
