@@ -1,7 +1,7 @@
 """The README's first command end to end: ``rlenv train examples/arithmetic_sft_grpo.yaml`` on CPU.
 
-One run (shared with tests/test_examples.py through the session's temp dir: a finished stage is
-skipped on a rerun). SFT on noisy labels (95 % off by one) must leave a model that answers one too
+One run per session, shared with tests/test_examples.py (built once under a file lock, whichever
+xdist worker asks first: tests/shared_dir.py). SFT on noisy labels (95 % off by one) must leave a model that answers one too
 high and almost never right; GRPO, rewarded by the verifier alone, must then raise the greedy pass
 rate far above that start, while the same stage on coin-flip rewards must not. Then the run's
 artifacts, and ``rlenv eval`` on the exported model.
@@ -12,6 +12,7 @@ docs/performance.md have the full tables):
     seed / threads          SFT     GRPO (60 steps)   same stage, coin-flip rewards
     0, 1, 2 / default (2)   0.0 %   86.7, 100, 90.6 %  0.0 %
     0, 1, 2 / 1             0.0 %   86.7, 100, 90.6 %  0.0 % (8 runs: seeds 1-5, shuffled 1-2)
+    0 / ATEN default, avx2  0.0 %   95.3, 86.7 %       0.0 % (shuffled; coin flips)
     lr 1.5e-5 (seeds 0-2):  99.2-100 %; its controls 0-7.0 % (one of 11 above 5 points)
 
 so the assertions below (SFT ≤ 10 %, off by one on ≥ 50 % of problems; GRPO ≥ +50 points and
